@@ -1,0 +1,49 @@
+// The KV cache tensors (per layer, [slots, kvHeads, headDim] bf16 for K and V) and the page table:
+// one int32 row of token-level slot indices per request row (kernels see page size 1).
+import type { Backend, DevicePtr } from "../backend/backend.ts";
+
+export interface KvShape {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  slots: number; // token slots in the pool
+  rows: number; // page-table rows (request slots, including the padding row)
+  maxSeqLen: number; // page-table row length
+}
+
+export class KvStorage {
+  readonly k: DevicePtr[] = [];
+  readonly v: DevicePtr[] = [];
+  readonly pageTable: DevicePtr;
+  readonly bytes: number;
+
+  constructor(
+    private readonly backend: Backend,
+    readonly shape: KvShape,
+  ) {
+    const perLayer = shape.slots * shape.kvHeads * shape.headDim * 2;
+    for (let l = 0; l < shape.layers; l++) {
+      this.k.push(backend.alloc(perLayer));
+      this.v.push(backend.alloc(perLayer));
+    }
+    this.pageTable = backend.alloc(shape.rows * shape.maxSeqLen * 4);
+    backend.fill(this.pageTable, 0, shape.rows * shape.maxSeqLen * 4);
+    this.bytes = 2 * shape.layers * perLayer + shape.rows * shape.maxSeqLen * 4;
+  }
+
+  get kvDim(): number {
+    return this.shape.kvHeads * this.shape.headDim;
+  }
+
+  /** page_table[row, start : start + slots.length] = slots */
+  writePageTable(row: number, start: number, slots: Int32Array): void {
+    if (row < 0 || row >= this.shape.rows || start < 0 || start + slots.length > this.shape.maxSeqLen) {
+      throw new Error(`page table write out of range: row ${row}, [${start}, ${start + slots.length})`);
+    }
+    this.backend.upload(this.pageTable + (row * this.shape.maxSeqLen + start) * 4, slots);
+  }
+
+  free(): void {
+    for (const p of [...this.k, ...this.v, this.pageTable]) this.backend.free(p);
+  }
+}

@@ -1,0 +1,117 @@
+// A decoder-only transformer (Qwen3, Llama, Qwen2, Mistral) as a sequence of native ops.
+// The architectures differ only in what the config switches on: q/k RMSNorm (Qwen3), qkv bias (Qwen2),
+// RoPE scaling (Llama 3). Buffers come from the workspace; nothing is allocated per forward.
+import type { Backend, DevicePtr } from "../backend/backend.ts";
+import type { KvStorage } from "../cache/kv_storage.ts";
+import type { ModelConfig } from "./config.ts";
+import { type ForwardBatch, validateBatch } from "./forward_batch.ts";
+import { ropeCosSinCache } from "./rope.ts";
+import type { LayerWeights, ModelWeights } from "./weights.ts";
+import { Workspace, type WorkspaceLimits } from "./workspace.ts";
+
+const BF16 = 2;
+
+export interface ForwardOutput {
+  logits: DevicePtr; // fp32 [rows, vocab]
+  rows: number;
+}
+
+export class DecoderModel {
+  readonly ws: Workspace;
+  private readonly cosSin: DevicePtr;
+  private readonly qDim: number;
+  private readonly kvDim: number;
+  private readonly qkvDim: number;
+
+  constructor(
+    private readonly backend: Backend,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+    limits: WorkspaceLimits,
+    readonly maxPositions: number,
+  ) {
+    this.ws = new Workspace(backend, config, limits);
+    const table = ropeCosSinCache(config, maxPositions);
+    this.cosSin = backend.alloc(table.byteLength);
+    backend.upload(this.cosSin, table);
+    this.qDim = config.numHeads * config.headDim;
+    this.kvDim = config.numKvHeads * config.headDim;
+    this.qkvDim = this.qDim + 2 * this.kvDim;
+  }
+
+  /** Runs the batch and returns logits for the last token of each request, or for every token. */
+  forward(batch: ForwardBatch, kv: KvStorage, allPositions = false): ForwardOutput {
+    validateBatch(batch);
+    const { ws, backend, config: c } = this;
+    const tokens = batch.inputIds.length;
+    const requests = batch.kvLens.length;
+    const logitRows = allPositions ? tokens : requests;
+    if (tokens > ws.limits.maxTokens || requests > ws.limits.maxRequests || logitRows > ws.limits.maxLogitRows) {
+      throw new Error(`forward batch (${tokens} tokens, ${requests} requests) exceeds the workspace limits`);
+    }
+    for (const p of batch.positions) if (p >= this.maxPositions) throw new Error(`position ${p} ≥ max positions ${this.maxPositions}`);
+    backend.upload(ws.ids, batch.inputIds);
+    backend.upload(ws.positions, batch.positions);
+    backend.upload(ws.outSlots, batch.outSlots);
+    backend.upload(ws.qoIndptr, batch.qoIndptr);
+    backend.upload(ws.kvLens, batch.kvLens);
+    backend.upload(ws.rows, batch.rows);
+
+    backend.ops.embedding(ws.residual, this.weights.embed, ws.ids, tokens, c.hiddenSize, 0, c.vocabSize);
+    for (let l = 0; l < c.numLayers; l++) this.layer(l, this.weights.layers[l], batch, kv, tokens);
+    // Add the last MLP output and apply the final norm in one op.
+    backend.ops.addRmsnorm(ws.normed, ws.residual, ws.out, this.weights.finalNorm, tokens, c.hiddenSize, c.rmsNormEps);
+
+    let hidden = ws.normed;
+    if (!allPositions) {
+      const last = new Int32Array(requests);
+      for (let b = 0; b < requests; b++) last[b] = batch.qoIndptr[b + 1] - 1;
+      backend.upload(ws.logitIndices, last);
+      backend.ops.gatherRows(ws.gathered, ws.normed, ws.logitIndices, requests, c.hiddenSize);
+      hidden = ws.gathered;
+    }
+    backend.ops.gemm(ws.logits, hidden, this.weights.lmHead, 0, logitRows, c.vocabSize, c.hiddenSize, c.hiddenSize, true);
+    return { logits: ws.logits, rows: logitRows };
+  }
+
+  private layer(l: number, w: LayerWeights, batch: ForwardBatch, kv: KvStorage, tokens: number): void {
+    const { ws, backend, config: c } = this;
+    const ops = backend.ops;
+    const h = c.hiddenSize;
+    if (l === 0) ops.rmsnorm(ws.normed, ws.residual, w.inputNorm, tokens, h, c.rmsNormEps);
+    else ops.addRmsnorm(ws.normed, ws.residual, ws.out, w.inputNorm, tokens, h, c.rmsNormEps);
+
+    // Attention: merged QKV projection, then q/k work in place on its q and k sections.
+    ops.gemm(ws.qkv, ws.normed, w.qkv, w.qkvBias, tokens, this.qkvDim, h, h, false);
+    const q = ws.qkv;
+    const k = ws.qkv + this.qDim * BF16;
+    const v = ws.qkv + (this.qDim + this.kvDim) * BF16;
+    if (w.qNorm) {
+      ops.headRmsnorm(q, w.qNorm, tokens, c.numHeads, c.headDim, this.qkvDim, c.rmsNormEps);
+      ops.headRmsnorm(k, w.kNorm, tokens, c.numKvHeads, c.headDim, this.qkvDim, c.rmsNormEps);
+    }
+    ops.rope(q, k, ws.positions, this.cosSin, tokens, c.numHeads, c.numKvHeads, c.headDim, c.headDim, this.qkvDim, this.qkvDim);
+    ops.storeKv(kv.k[l], kv.v[l], k, v, ws.outSlots, tokens, this.kvDim, this.qkvDim, this.qkvDim);
+    const scale = 1 / Math.sqrt(c.headDim);
+    const stride = kv.shape.maxSeqLen;
+    if (batch.mode === "decode") {
+      ops.attentionDecode(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.kvLens, tokens, c.numHeads,
+        c.numKvHeads, c.headDim, this.qkvDim, scale);
+    } else {
+      ops.attentionPrefill(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.qoIndptr, ws.kvLens,
+        batch.kvLens.length, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
+    }
+    ops.gemm(ws.out, ws.attn, w.o, 0, tokens, h, this.qDim, this.qDim, false);
+
+    // MLP
+    ops.addRmsnorm(ws.normed, ws.residual, ws.out, w.postNorm, tokens, h, c.rmsNormEps);
+    ops.gemm(ws.gateUp, ws.normed, w.gateUp, 0, tokens, 2 * c.intermediateSize, h, h, false);
+    ops.siluMul(ws.act, ws.gateUp, tokens, c.intermediateSize);
+    ops.gemm(ws.out, ws.act, w.down, 0, tokens, h, c.intermediateSize, c.intermediateSize, false);
+  }
+
+  free(): void {
+    this.ws.free();
+    this.backend.free(this.cosSin);
+  }
+}
