@@ -1,0 +1,74 @@
+// Command line: `bun run generate` (greedy text from a local model directory on the CPU backend).
+// serve / shell / bench arrive with the server and engine.
+import { cac } from "cac";
+import { CpuBackend } from "./backend/cpu.ts";
+import { loadModel } from "./model/load.ts";
+import { argmax, SingleSequence } from "./model/sequence.ts";
+import { checkBunVersion } from "./runtime.ts";
+import { IncrementalDetokenizer } from "./tokenizer/detokenizer.ts";
+import { TextTokenizer } from "./tokenizer/tokenizer.ts";
+
+interface GenerateOptions {
+  model: string;
+  prompt: string;
+  maxTokens: number;
+  dummyWeight?: boolean;
+}
+
+async function generate(o: GenerateOptions): Promise<void> {
+  if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new Error(`--max-tokens must be an integer ≥ 1`);
+  const backend = new CpuBackend();
+  const tokenizer = await TextTokenizer.load(o.model);
+  const promptIds = await tokenizer.encode(String(o.prompt));
+  if (promptIds.length === 0) throw new Error("--prompt is empty");
+  const maxLength = promptIds.length + o.maxTokens;
+  const { model, config, loadSeconds, maxSeqLen } = loadModel(backend, {
+    modelDir: o.model, dummyWeight: o.dummyWeight, maxTokens: promptIds.length, maxSeqLen: maxLength,
+  });
+  if (maxLength > maxSeqLen) throw new Error(`prompt (${promptIds.length}) + max tokens (${o.maxTokens}) exceed the context (${maxSeqLen})`);
+  console.error(`loaded ${config.architecture} from ${o.model} in ${loadSeconds.toFixed(2)} s (cpu)`);
+  const seq = new SingleSequence(backend, model, maxLength);
+  const detok = new IncrementalDetokenizer(tokenizer);
+  const started = performance.now();
+  let token = argmax(seq.feed(promptIds)[0]);
+  let generated = 0;
+  while (true) {
+    generated++;
+    if (tokenizer.eosTokenIds.includes(token)) break;
+    process.stdout.write(await detok.push([token]));
+    if (generated >= o.maxTokens) break;
+    token = argmax(seq.feed([token])[0]);
+  }
+  process.stdout.write(`${await detok.flush()}\n`);
+  const seconds = (performance.now() - started) / 1000;
+  console.error(`${generated} tokens in ${seconds.toFixed(2)} s (${(generated / seconds).toFixed(1)} tok/s)`);
+  seq.free();
+  model.free();
+}
+
+function main(): void {
+  checkBunVersion();
+  const cli = cac("minisgl");
+  cli
+    .command("generate", "Greedy continuation of a prompt (CPU backend)")
+    .option("--model <dir>", "Local model directory (config.json, *.safetensors, tokenizer.json)")
+    .option("--prompt <text>", "Prompt text (no chat template)", { default: "Once upon a time" })
+    .option("--max-tokens <n>", "Tokens to generate", { default: 32 })
+    .option("--dummy-weight", "Random weights from config.json alone")
+    .action(async (o: GenerateOptions) => {
+      if (!o.model) throw new Error("--model is required");
+      await generate(o);
+    });
+  cli.help();
+  cli.parse(process.argv, { run: false });
+  if (!cli.matchedCommand && !cli.options.help) {
+    cli.outputHelp();
+    process.exit(1);
+  }
+  Promise.resolve(cli.runMatchedCommand()).catch((e: unknown) => {
+    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    process.exit(1);
+  });
+}
+
+main();
