@@ -3,12 +3,15 @@ import pkg from "../package.json" with { type: "json" };
 
 export const REQUIRED_BUN = pkg.engines.bun;
 
+/** Why this runtime cannot run minisgl, or null when it can. */
+export function bunVersionProblem(actual: string | undefined, required = REQUIRED_BUN): string | null {
+  if (actual === undefined) return `minisgl runs on Bun ${required}, not Node: install it with \`npm install -g bun@${required}\``;
+  if (actual === required || process.env.MINISGL_ALLOW_ANY_BUN === "1") return null;
+  return `minisgl is pinned to Bun ${required} but this is Bun ${actual}: ` +
+    `run \`npm install -g bun@${required}\` (or set MINISGL_ALLOW_ANY_BUN=1 to try anyway)`;
+}
+
 export function checkBunVersion(): void {
-  if (typeof Bun === "undefined") {
-    throw new Error(`minisgl runs on Bun ${REQUIRED_BUN}, not Node: install it with \`npm install -g bun@${REQUIRED_BUN}\``);
-  }
-  if (Bun.version !== REQUIRED_BUN && process.env.MINISGL_ALLOW_ANY_BUN !== "1") {
-    throw new Error(`minisgl is pinned to Bun ${REQUIRED_BUN} but this is Bun ${Bun.version}: ` +
-      `run \`npm install -g bun@${REQUIRED_BUN}\` (or set MINISGL_ALLOW_ANY_BUN=1 to try anyway)`);
-  }
+  const problem = bunVersionProblem(typeof Bun === "undefined" ? undefined : Bun.version);
+  if (problem) throw new Error(problem);
 }
