@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 // Bumped on any change of a signature or semantics; the TypeScript loader compares it with this header.
-#define MSGL_ABI_VERSION 1
+#define MSGL_ABI_VERSION 2
 
 enum msgl_status {
   MSGL_OK = 0,
@@ -96,6 +96,45 @@ int msgl_argmax(int32_t* out, const float* logits, int rows, int vocab, msgl_str
 // Deterministic fill for dummy weights: x[i] = bf16(mean + std * u(seed, i)), u uniform in [-sqrt3, sqrt3]
 // (unit variance), from a counter-based hash so any backend gives the same bits.
 int msgl_fill_random(msgl_bf16* x, int64_t n, uint64_t seed, float mean, float std, msgl_stream stream);
+
+// ---- Sampling (fp32 logits [rows, vocab]; per-row parameter arrays are indexed by row) ----
+// "Rank order" below: descending logit (hence descending probability), ties lower token id first.
+
+// In place, for each entry e (a unique (rows[e], tokens[e]) pair: a token that occurs in that row's prompt
+// or output), with r = rows[e] and x = logits[r, tokens[e]]:
+//   x = x > 0 ? x / repetition[r] : x * repetition[r]                   (HF repetition penalty)
+//   if output_counts[e] > 0: x -= frequency[r] * output_counts[e] + presence[r]   (OpenAI penalties)
+// output_counts[e] = occurrences of the token among generated tokens (0 if it is only in the prompt).
+int msgl_apply_penalties(float* logits, int vocab, int entries, const int32_t* rows, const int32_t* tokens,
+                         const int32_t* output_counts, const float* presence, const float* frequency,
+                         const float* repetition, msgl_stream stream);
+
+// In place: logits[rows[e], tokens[e]] += values[e] for unique (row, token) pairs (logit_bias; -INFINITY bans).
+int msgl_add_sparse(float* logits, int vocab, int entries, const int32_t* rows, const int32_t* tokens,
+                    const float* values, msgl_stream stream);
+
+// out[r] = one token drawn from row r; logits are not modified. Per row:
+//  1. temperature[r] <= 0: out = argmax (lowest id on ties); nothing else applies.
+//  2. w[i] = exp((logit[i] - max logit) / temperature[r]) (probabilities up to one factor; max w = 1).
+//  3. top_k[r] in [1, vocab): keep the first top_k[r] tokens in rank order (0 or >= vocab: keep all).
+//  4. top_p[r] < 1: of those, keep the shortest rank-order prefix whose w-sum >= top_p[r] * (w-sum of the
+//     tokens step 3 kept), i.e. top-p on the distribution renormalized after top-k.
+//  5. min_p[r] > 0: drop kept tokens with w < min_p[r] (prob < min_p * max prob); also drop w == 0.
+//  6. u = (splitmix64(uint64(seeds[r]) << 32 | uint32(steps[r])) >> 11) * 2^-53, in [0, 1), where
+//     splitmix64(x) is that generator's first output from state x (its finalizer of x + 0x9e3779b97f4a7c15);
+//     the token is the first kept one, in rank order, at which the running w-sum exceeds u * (kept w-sum).
+// Each filter keeps a rank-order prefix, so the steps are order statistics (radix select, no sort), and a
+// row's draw depends only on its logits, seed and step, never on the rest of the batch.
+int msgl_sample(int32_t* out, const float* logits, int rows, int vocab, const float* temperature,
+                const int32_t* top_k, const float* top_p, const float* min_p, const uint32_t* seeds,
+                const int32_t* steps, msgl_stream stream);
+
+// Log-probabilities of the logits as passed (after penalties and bias, before temperature and filters):
+// chosen_logprob[r] = log_softmax(logits[r])[chosen[r]]; top_ids[r, :k] / top_logprobs[r, :k] = the k most
+// likely tokens of row r in rank order and their log-probabilities. top_ids / top_logprobs may be null
+// when k = 0.
+int msgl_logprobs(float* chosen_logprob, int32_t* top_ids, float* top_logprobs, const float* logits,
+                  const int32_t* chosen, int rows, int vocab, int k, msgl_stream stream);
 
 #ifdef __cplusplus
 }

@@ -46,18 +46,22 @@ export class CpuBackend implements Backend {
   }
 
   upload(dst: DevicePtr, src: ArrayBufferView): void {
+    if (src.byteLength === 0) return;
     bytesAt(dst, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
   }
 
   download(dst: ArrayBufferView, src: DevicePtr): void {
+    if (dst.byteLength === 0) return;
     new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength).set(bytesAt(src, dst.byteLength));
   }
 
   copy(dst: DevicePtr, src: DevicePtr, bytes: number): void {
+    if (bytes === 0) return;
     bytesAt(dst, bytes).set(bytesAt(src, bytes));
   }
 
   fill(dst: DevicePtr, byte: number, bytes: number): void {
+    if (bytes === 0) return;
     bytesAt(dst, bytes).fill(byte);
   }
 

@@ -27,6 +27,10 @@ export const MSGL_SYMBOLS = {
   msgl_gather_rows: { args: [ptr, ptr, ptr, i32, i32, S], returns: i32 },
   msgl_argmax: { args: [ptr, ptr, i32, i32, S], returns: i32 },
   msgl_fill_random: { args: [ptr, i64, u64, f32, f32, S], returns: i32 },
+  msgl_apply_penalties: { args: [ptr, i32, i32, ptr, ptr, ptr, ptr, ptr, ptr, S], returns: i32 },
+  msgl_add_sparse: { args: [ptr, i32, i32, ptr, ptr, ptr, S], returns: i32 },
+  msgl_sample: { args: [ptr, ptr, i32, i32, ptr, ptr, ptr, ptr, ptr, ptr, S], returns: i32 },
+  msgl_logprobs: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, S], returns: i32 },
 } as const;
 
 export type MsglLibrary = ReturnType<typeof dlopen<typeof MSGL_SYMBOLS>>["symbols"];
@@ -107,5 +111,28 @@ export class NativeOps {
 
   fillRandom(x: DevicePtr, n: number, seed: number, mean: number, std: number): void {
     this.check(this.lib.msgl_fill_random(P(x), n, BigInt(seed), mean, std, P(this.stream)), "fill_random");
+  }
+
+  applyPenalties(logits: DevicePtr, vocab: number, entries: number, rows: DevicePtr, tokens: DevicePtr, outputCounts: DevicePtr,
+    presence: DevicePtr, frequency: DevicePtr, repetition: DevicePtr): void {
+    this.check(this.lib.msgl_apply_penalties(P(logits), vocab, entries, P(rows), P(tokens), P(outputCounts), P(presence),
+      P(frequency), P(repetition), P(this.stream)), "apply_penalties");
+  }
+
+  addSparse(logits: DevicePtr, vocab: number, entries: number, rows: DevicePtr, tokens: DevicePtr, values: DevicePtr): void {
+    this.check(this.lib.msgl_add_sparse(P(logits), vocab, entries, P(rows), P(tokens), P(values), P(this.stream)), "add_sparse");
+  }
+
+  sample(out: DevicePtr, logits: DevicePtr, rows: number, vocab: number, temperature: DevicePtr, topK: DevicePtr, topP: DevicePtr,
+    minP: DevicePtr, seeds: DevicePtr, steps: DevicePtr): void {
+    this.check(this.lib.msgl_sample(P(out), P(logits), rows, vocab, P(temperature), P(topK), P(topP), P(minP), P(seeds), P(steps),
+      P(this.stream)), "sample");
+  }
+
+  /** topIds / topLogprobs may be 0 when k = 0. */
+  logprobs(chosenLogprob: DevicePtr, topIds: DevicePtr, topLogprobs: DevicePtr, logits: DevicePtr, chosen: DevicePtr, rows: number,
+    vocab: number, k: number): void {
+    this.check(this.lib.msgl_logprobs(P(chosenLogprob), P(topIds), P(topLogprobs), P(logits), P(chosen), rows, vocab, k,
+      P(this.stream)), "logprobs");
   }
 }

@@ -81,16 +81,21 @@ export class SharedRing {
     return this.writeMany([words]) === 1;
   }
 
-  /** Appends records in order while they fit and publishes them together; returns how many were written. */
+  /**
+   * Appends records in order while they fit and publishes them together; returns how many were written.
+   * A record that could never fit throws before anything is written.
+   */
   writeMany(records: readonly (Int32Array | readonly number[])[]): number {
     if (this.closed) throw new Error("SharedRing: write to a closed ring");
     const cap = this.capacityWords;
+    for (const words of records) {
+      if (words.length + 2 > cap) throw new RangeError(`SharedRing: a ${words.length}-word record can never fit in ${cap} words`);
+    }
     const tail = Atomics.load(this.header, TAIL);
     let head = Atomics.load(this.header, HEAD);
     let written = 0;
     for (const words of records) {
       const need = words.length + 1;
-      if (need > cap - 1) throw new RangeError(`SharedRing: a ${words.length}-word record can never fit in ${cap} words`);
       if (cap - 1 - this.usedWords(head, tail) < need) break;
       this.data[head] = words.length;
       this.put(words, head + 1 === cap ? 0 : head + 1);

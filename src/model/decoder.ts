@@ -39,13 +39,16 @@ export class DecoderModel {
     this.qkvDim = this.qDim + 2 * this.kvDim;
   }
 
-  /** Runs the batch and returns logits for the last token of each request, or for every token. */
-  forward(batch: ForwardBatch, kv: KvStorage, allPositions = false): ForwardOutput {
+  /** Runs the batch; logits for the last token of each request ("last"), of the listed requests only,
+   * or for every token ("all"). */
+  forward(batch: ForwardBatch, kv: KvStorage, logitsFor: "last" | "all" | readonly number[] = "last"): ForwardOutput {
     validateBatch(batch);
     const { ws, backend, config: c } = this;
     const tokens = batch.inputIds.length;
     const requests = batch.kvLens.length;
-    const logitRows = allPositions ? tokens : requests;
+    const allPositions = logitsFor === "all";
+    const selected = logitsFor === "all" || logitsFor === "last" ? null : logitsFor;
+    const logitRows = allPositions ? tokens : selected ? selected.length : requests;
     if (tokens > ws.limits.maxTokens || requests > ws.limits.maxRequests || logitRows > ws.limits.maxLogitRows) {
       throw new Error(`forward batch (${tokens} tokens, ${requests} requests) exceeds the workspace limits`);
     }
@@ -64,12 +67,13 @@ export class DecoderModel {
 
     let hidden = ws.normed;
     if (!allPositions) {
-      const last = new Int32Array(requests);
-      for (let b = 0; b < requests; b++) last[b] = batch.qoIndptr[b + 1] - 1;
+      const last = new Int32Array(logitRows);
+      for (let i = 0; i < logitRows; i++) last[i] = batch.qoIndptr[(selected ? selected[i] : i) + 1] - 1;
       backend.upload(ws.logitIndices, last);
-      backend.ops.gatherRows(ws.gathered, ws.normed, ws.logitIndices, requests, c.hiddenSize);
+      backend.ops.gatherRows(ws.gathered, ws.normed, ws.logitIndices, logitRows, c.hiddenSize);
       hidden = ws.gathered;
     }
+    if (logitRows === 0) return { logits: ws.logits, rows: 0 };
     backend.ops.gemm(ws.logits, hidden, this.weights.lmHead, 0, logitRows, c.vocabSize, c.hiddenSize, c.hiddenSize, true);
     return { logits: ws.logits, rows: logitRows };
   }

@@ -38,7 +38,7 @@ export class SingleSequence {
       qoIndptr: Int32Array.of(0, n),
       kvLens: Int32Array.of(start + n),
       rows: Int32Array.of(0),
-    }, this.kv, allPositions);
+    }, this.kv, allPositions ? "all" : "last");
     this.length += n;
     const vocab = this.model.config.vocabSize;
     const all = new Float32Array(out.rows * vocab);

@@ -1,0 +1,263 @@
+// The engine of one rank: model + KV + scheduler + sampler, advanced one step at a time by its owner
+// (the rank worker's loop, or a test). Every request ends exactly once: finished, aborted or rejected.
+import type { Backend } from "../backend/backend.ts";
+import { KvStorage } from "../cache/kv_storage.ts";
+import { KvPagePool } from "../cache/page_pool.ts";
+import { createPrefixCache } from "../cache/prefix_cache.ts";
+import type { DecoderModel } from "../model/decoder.ts";
+import { loadModel } from "../model/load.ts";
+import { KvManager } from "./kv_manager.ts";
+import { Request, type FinishReason } from "./request.ts";
+import { Sampler, type SampleResult } from "./sampler.ts";
+import { generationDefaults } from "./generation_defaults.ts";
+import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "./sampling_params.ts";
+import { Scheduler, type ScheduledStep } from "./scheduler.ts";
+import { StepLogger } from "./step_logger.ts";
+
+export interface EngineOptions {
+  modelDir: string;
+  dummyWeight?: boolean;
+  pageSize?: number; // default 1
+  cache?: "radix" | "naive";
+  maxPrefillLength?: number; // default 8192
+  maxRunningRequests?: number; // default 256
+  maxSeqLen?: number; // default: the model's context length
+  numPages?: number; // KV pool size; default from kvTokens
+  kvTokens?: number; // default: min(65536, maxRunningRequests × maxSeqLen) on the CPU
+  eosTokenIds?: number[]; // default: from config.json / generation_config.json
+  defaults?: SamplingParams;
+  log?: (line: string) => void;
+}
+
+export interface TokenEvent {
+  uid: number;
+  token: number;
+  finish: FinishReason | null;
+  cachedTokens: number; // prompt tokens served from the prefix cache
+  promptTokens: number;
+  logprob?: number;
+  topIds?: number[];
+  topLogprobs?: number[];
+}
+
+export interface EndEvent {
+  uid: number;
+  reason: FinishReason;
+}
+
+export interface StepStats {
+  running: number;
+  queued: number;
+  kvUsedSlots: number;
+  kvTotalSlots: number;
+  promptTokens: number; // computed this step
+  cachedTokens: number; // admitted from the cache this step
+  generatedTokens: number;
+}
+
+export interface StepOutput {
+  tokens: TokenEvent[];
+  ended: EndEvent[]; // ended without a token this step (aborts)
+  stats: StepStats;
+}
+
+/** uint32 mixing for per-sample seeds (n > 1) and random default seeds. */
+function mixSeed(seed: number, index: number): number {
+  let z = (seed ^ Math.imul(index + 1, 0x9e3779b9)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
+export class Engine {
+  readonly scheduler: Scheduler;
+  readonly kv: KvManager;
+  readonly maxSeqLen: number;
+  readonly eosTokenIds: number[];
+  readonly defaults: SamplingParams;
+  private readonly sampler: Sampler;
+  private readonly requests = new Map<number, Request>();
+  private readonly logger: StepLogger;
+  private pendingEnds: EndEvent[] = [];
+
+  private constructor(
+    private readonly backend: Backend,
+    readonly model: DecoderModel,
+    private readonly storage: KvStorage,
+    o: EngineOptions,
+    maxSeqLen: number,
+  ) {
+    const pageSize = o.pageSize ?? 1;
+    const pool = new KvPagePool(storage.shape.slots / pageSize, pageSize);
+    this.kv = new KvManager(pool, createPrefixCache(o.cache ?? "radix", pageSize), storage);
+    this.maxSeqLen = maxSeqLen;
+    const maxRunning = storage.shape.rows - 1;
+    this.scheduler = new Scheduler(this.kv, {
+      maxRunningRequests: maxRunning,
+      maxPrefillLength: o.maxPrefillLength ?? 8192,
+      maxSeqLen,
+    });
+    this.sampler = new Sampler(backend, maxRunning, model.config.vocabSize);
+    this.eosTokenIds = o.eosTokenIds ?? model.config.eosTokenIds;
+    const log = o.log ?? ((line: string) => console.log(line));
+    this.defaults = o.defaults ?? generationDefaults(o.modelDir, model.config.vocabSize, log);
+    this.logger = new StepLogger(log);
+  }
+
+  static create(backend: Backend, o: EngineOptions): Engine {
+    const pageSize = o.pageSize ?? 1;
+    const maxRunning = o.maxRunningRequests ?? 256;
+    const maxPrefill = o.maxPrefillLength ?? 8192;
+    for (const [name, v] of [["pageSize", pageSize], ["maxRunningRequests", maxRunning], ["maxPrefillLength", maxPrefill]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be an integer ≥ 1 (got ${v})`);
+    }
+    const loaded = loadModel(backend, {
+      modelDir: o.modelDir, dummyWeight: o.dummyWeight, maxSeqLen: o.maxSeqLen,
+      maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning,
+    });
+    const c = loaded.config;
+    const kvTokens = o.numPages ? o.numPages * pageSize : (o.kvTokens ?? Math.min(65536, maxRunning * loaded.maxSeqLen));
+    const slots = Math.max(pageSize, Math.floor(kvTokens / pageSize) * pageSize);
+    const storage = new KvStorage(backend, {
+      layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim, slots,
+      rows: maxRunning + 1, // + the padding row CUDA graphs use
+      maxSeqLen: Math.ceil(loaded.maxSeqLen / pageSize) * pageSize, // rows hold whole pages
+    });
+    return new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen);
+  }
+
+  /** Validates and queues one prompt (n samples get uids uid … uid+n−1); returns an error message instead
+   * of queueing when the request is invalid or can never fit. */
+  add(uid: number, prompt: ArrayLike<number>, input?: SamplingParamsInput): string | null {
+    let params: SamplingParams;
+    try {
+      params = resolveSamplingParams(input, this.defaults, this.model.config.vocabSize);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    const ids = Int32Array.from(prompt);
+    const vocab = this.model.config.vocabSize;
+    if (ids.some((t) => !(t >= 0 && t < vocab))) return `prompt token ids must be in [0, ${vocab})`;
+    for (let i = 0; i < params.n; i++) {
+      if (this.requests.has(uid + i)) return `request uid ${uid + i} is already in use`;
+    }
+    const seed = params.seed ?? (Math.random() * 2 ** 32) >>> 0;
+    for (let i = 0; i < params.n; i++) {
+      const r = new Request(uid + i, ids, params, i === 0 ? seed : mixSeed(seed, i), i === 0 ? null : uid, this.kv.pool.pageSize);
+      const error = this.scheduler.add(r);
+      if (error) {
+        if (i > 0) throw new Error("a sample was rejected after its leader was accepted"); // same prompt and limits
+        return error;
+      }
+      this.requests.set(r.uid, r);
+    }
+    return null;
+  }
+
+  abort(uid: number): void {
+    const queued = this.scheduler.abort(uid);
+    if (queued) this.finishQueued(queued);
+  }
+
+  private finishQueued(r: Request): void {
+    r.finish = "abort";
+    this.requests.delete(r.uid);
+    this.pendingEnds.push({ uid: r.uid, reason: "abort" });
+  }
+
+  get hasWork(): boolean {
+    return this.scheduler.hasWork || this.pendingEnds.length > 0;
+  }
+
+  /** Runs one scheduler step (one forward at most). */
+  step(): StepOutput {
+    const ended = this.pendingEnds;
+    this.pendingEnds = [];
+    for (const r of this.scheduler.collectAborted()) {
+      this.requests.delete(r.uid);
+      ended.push({ uid: r.uid, reason: "abort" });
+    }
+    const tokens: TokenEvent[] = [];
+    let promptTokens = 0;
+    let cachedTokens = 0;
+    const planned = this.scheduler.next();
+    if (planned) {
+      const mode = planned.batch.mode;
+      if (mode === "prefill") {
+        promptTokens = planned.batch.inputIds.length;
+        for (const r of planned.requests) if (r.computedLength === r.cachedPromptTokens) cachedTokens += r.cachedPromptTokens;
+      }
+      const result = this.run(planned);
+      this.scheduler.afterForward(planned);
+      planned.sampleRows.forEach((b, i) => tokens.push(this.accept(planned.requests[b], result, i)));
+    }
+    const stats = this.stats(promptTokens, cachedTokens, tokens.length);
+    if (planned) this.logger.step(planned.batch.mode, planned, stats);
+    return { tokens, ended, stats };
+  }
+
+  private run(step: ScheduledStep): SampleResult | null {
+    const out = this.model.forward(step.batch, this.storage, step.sampleRows);
+    if (step.sampleRows.length === 0) return null;
+    return this.sampler.sample(out.logits, step.sampleRows.map((b) => {
+      const r = step.requests[b];
+      const banned = r.output.length < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
+      return { params: r.params, seed: r.seed, step: r.output.length, promptTokens: r.prompt, outputTokens: r.output, banned };
+    }));
+  }
+
+  /** Appends a sampled token, ends the request when it is done, and describes it for the owner. */
+  private accept(r: Request, result: SampleResult | null, i: number): TokenEvent {
+    if (!result) throw new Error("sampled rows without a sample result");
+    const token = result.tokens[i];
+    r.output.push(token);
+    const p = r.params;
+    let finish: FinishReason | null = null;
+    if ((!p.ignoreEos && this.eosTokenIds.includes(token)) || p.stopTokenIds.includes(token)) finish = "stop";
+    else if (r.output.length >= p.maxTokens) finish = "length";
+    const event: TokenEvent = {
+      uid: r.uid, token, finish, cachedTokens: r.cachedPromptTokens, promptTokens: r.prompt.length,
+    };
+    if (result.logprobs && (p.logprobs || p.topLogprobs > 0)) {
+      event.logprob = result.logprobs[i];
+      if (p.topLogprobs > 0 && result.topIds && result.topLogprobs) {
+        const k = result.topK;
+        event.topIds = Array.from(result.topIds.subarray(i * k, i * k + p.topLogprobs));
+        event.topLogprobs = Array.from(result.topLogprobs.subarray(i * k, i * k + p.topLogprobs));
+      }
+    }
+    if (finish) {
+      this.scheduler.end(r, finish);
+      this.requests.delete(r.uid);
+    }
+    return event;
+  }
+
+  private stats(promptTokens: number, cachedTokens: number, generatedTokens: number): StepStats {
+    const pool = this.kv.pool;
+    return {
+      running: this.scheduler.running.length,
+      queued: this.scheduler.queued,
+      kvUsedSlots: pool.usedSlots,
+      kvTotalSlots: pool.totalSlots,
+      promptTokens,
+      cachedTokens,
+      generatedTokens,
+    };
+  }
+
+  /** Drops the prefix cache; refused (false) while any request is queued or running. */
+  flushCache(): boolean {
+    if (this.scheduler.hasWork) return false;
+    return this.kv.flush();
+  }
+
+  get liveRequests(): number {
+    return this.requests.size;
+  }
+
+  close(): void {
+    this.model.free();
+    this.storage.free();
+  }
+}
