@@ -252,6 +252,10 @@ export class Engine {
     return this.kv.flush();
   }
 
+  liveUids(): number[] {
+    return [...this.requests.keys()];
+  }
+
   get liveRequests(): number {
     return this.requests.size;
   }

@@ -1,0 +1,116 @@
+// Rank worker: owns one backend and one Engine, fed through the request ring, answering through the
+// result ring (one record and one notify per engine step). Shutdown is cooperative: a Shutdown record or
+// a closed request ring ends every live request with "abort", frees the device and exits.
+import { CpuBackend } from "../src/backend/cpu.ts";
+import { Engine, type EngineOptions, type StepOutput } from "../src/engine/engine.ts";
+import type { FinishReason } from "../src/engine/request.ts";
+import { SharedRing } from "../src/ipc/ring.ts";
+import {
+  decodeRequest, encodeFlushDone, encodeRequestError, encodeStepResults, Finish, type FinishCode, type TokenResult,
+} from "../src/ipc/messages.ts";
+
+declare const self: Worker;
+
+export interface RankInit {
+  rank: number;
+  device: "cpu" | "cuda";
+  requestRing: SharedArrayBuffer;
+  resultRing: SharedArrayBuffer;
+  engine: Omit<EngineOptions, "log"> & { quiet?: boolean };
+}
+
+export interface RankReady {
+  type: "ready";
+  maxSeqLen: number;
+  vocabSize: number;
+  kvTotalSlots: number;
+  maxRunningRequests: number;
+  eosTokenIds: number[];
+  defaults: EngineOptions["defaults"];
+  architecture: string;
+  startupSeconds: number;
+}
+
+const FINISH: Record<FinishReason, FinishCode> = { stop: Finish.stop, length: Finish.length, abort: Finish.abort };
+
+function write(ring: SharedRing, record: Int32Array): void {
+  // The main thread drains continuously; a full ring only means it is behind. Never drop a record.
+  for (let spins = 0; !ring.tryWrite(record); spins++) {
+    if (ring.closed) return;
+    ring.notify();
+    Bun.sleepSync(spins < 100 ? 0 : 1);
+  }
+}
+
+function toResults(out: StepOutput): TokenResult[] {
+  const results: TokenResult[] = out.tokens.map((t) => ({
+    uid: t.uid, token: t.token, finish: t.finish ? FINISH[t.finish] : Finish.none, cachedTokens: t.cachedTokens,
+    logprob: t.logprob ?? Number.NaN, topIds: t.topIds ?? [], topLogprobs: t.topLogprobs ?? [],
+  }));
+  for (const e of out.ended) {
+    results.push({ uid: e.uid, token: -1, finish: FINISH[e.reason], cachedTokens: 0, logprob: Number.NaN, topIds: [], topLogprobs: [] });
+  }
+  return results;
+}
+
+function run(init: RankInit): void {
+  const started = performance.now();
+  const requests = SharedRing.attach(init.requestRing);
+  const results = SharedRing.attach(init.resultRing);
+  if (init.device !== "cpu") throw new Error(`device "${init.device}" is not available yet: the CUDA backend is not built`);
+  const backend = new CpuBackend();
+  const log = init.engine.quiet ? () => {} : (line: string) => console.log(`[rank ${init.rank}] ${line}`);
+  const engine = Engine.create(backend, { ...init.engine, log });
+  const ready: RankReady = {
+    type: "ready", maxSeqLen: engine.maxSeqLen, vocabSize: engine.model.config.vocabSize,
+    kvTotalSlots: engine.kv.pool.totalSlots, maxRunningRequests: init.engine.maxRunningRequests ?? 256,
+    eosTokenIds: engine.eosTokenIds, defaults: engine.defaults, architecture: engine.model.config.architecture,
+    startupSeconds: (performance.now() - started) / 1000,
+  };
+  postMessage(ready);
+
+  let stopping = false;
+  while (true) {
+    for (let words = requests.read(); words; words = requests.read()) {
+      const m = decodeRequest(words);
+      if (m.kind === "newRequest") {
+        const error = engine.add(m.uid, m.promptIds, m.params);
+        if (error) write(results, encodeRequestError(m.uid, error));
+      } else if (m.kind === "abort") engine.abort(m.uid);
+      else if (m.kind === "flush") write(results, encodeFlushDone(m.uid, engine.flushCache()));
+      else stopping = true;
+    }
+    if (stopping || requests.closed) break;
+    if (engine.hasWork) {
+      const out = engine.step();
+      const s = out.stats;
+      write(results, encodeStepResults({
+        running: s.running, queued: s.queued, kvUsed: s.kvUsedSlots, kvTotal: s.kvTotalSlots,
+        cacheHitTokens: s.cachedTokens, promptTokens: s.promptTokens, generatedTokens: s.generatedTokens,
+      }, toResults(out)));
+      results.notify();
+    } else {
+      results.notify();
+      requests.waitForData(1000);
+    }
+  }
+  // End whatever is still live with one final "abort" each, then free everything.
+  for (const uid of engine.liveUids()) engine.abort(uid);
+  while (engine.hasWork) {
+    const out = engine.step();
+    write(results, encodeStepResults({ running: 0, queued: 0, kvUsed: 0, kvTotal: 0, cacheHitTokens: 0, promptTokens: 0, generatedTokens: 0 }, toResults(out)));
+  }
+  engine.close();
+  backend.close();
+  results.notify();
+  results.close();
+  postMessage({ type: "exited" });
+}
+
+self.onmessage = (event: MessageEvent<RankInit>) => {
+  try {
+    run(event.data);
+  } catch (e) {
+    postMessage({ type: "error", message: e instanceof Error ? e.message : String(e) });
+  }
+};
