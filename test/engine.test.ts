@@ -9,6 +9,7 @@ import { fixtureDir, loadReference } from "./helpers/reference.ts";
 const be = new CpuBackend();
 const quiet = () => {};
 
+// Overlap scheduling is on by default; tests that compare with it off say so.
 async function engineFor(name: string, o: Partial<EngineOptions> = {}): Promise<Engine> {
   return Engine.create(be, { modelDir: await fixtureDir(name), log: quiet, maxRunningRequests: 32, kvTokens: 8192, ...o });
 }
@@ -73,6 +74,8 @@ describe("greedy outputs", () => {
       expect({ o, out: await outputsWith(o) }).toEqual({ o, out: base });
     }
     expect(await outputsWith({}, true)).toEqual(base);
+    expect(await outputsWith({ overlap: false })).toEqual(base);
+    expect(await outputsWith({ overlap: false, pageSize: 16, maxPrefillLength: 8 })).toEqual(base);
   }, 120_000);
 });
 
@@ -165,6 +168,21 @@ describe("sampling through the engine", () => {
     busy.add(1, prompt, params);
     busy.add(8, [1, 2, 3, 4, 5, 6, 7, 8, 9], { maxTokens: 12, temperature: 0.7 });
     expect(runToEnd(busy).get(1)!.tokens).toEqual(a);
+  });
+
+  test("overlap on and off give identical sampled outputs (seeds, penalties, n > 1, stop ids)", async () => {
+    const run = async (overlap: boolean) => {
+      const engine = await engineFor("tiny-qwen3", { overlap, maxPrefillLength: 16 });
+      const base = { maxTokens: 12, temperature: 0.8, topK: 40, seed: 5 };
+      engine.add(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], { ...base, n: 3 });
+      engine.add(10, [7, 7, 7], { ...base, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.5, seed: 6 });
+      engine.add(11, [8, 9], { ...base, minTokens: 4, seed: 8, logitBias: { 42: 5 } });
+      engine.add(12, [8, 9, 10], { ...greedy(20), stopTokenIds: [74805] });
+      const out = runToEnd(engine);
+      expect(expectIdleInvariants(engine)).toEqual([]);
+      return [...out.entries()].sort((a, b) => a[0] - b[0]).map(([uid, o]) => [uid, o.tokens, o.finish]);
+    };
+    expect(await run(true)).toEqual(await run(false));
   });
 
   test("minTokens keeps EOS away; stopTokenIds end with 'stop'", async () => {

@@ -27,6 +27,8 @@ export interface EngineOptions {
   eosTokenIds?: number[]; // default: from config.json / generation_config.json
   defaults?: SamplingParams;
   log?: (line: string) => void;
+  /** Overlap scheduling (default: on unless MINISGL_DISABLE_OVERLAP_SCHEDULING=1). */
+  overlap?: boolean;
 }
 
 export interface TokenEvent {
@@ -79,6 +81,9 @@ export class Engine {
   private readonly requests = new Map<number, Request>();
   private readonly logger: StepLogger;
   private pendingEnds: EndEvent[] = [];
+  readonly overlap: boolean;
+  /** Overlap scheduling: the step whose sampled tokens are not post-processed yet. */
+  private inflight: { step: ScheduledStep; result: SampleResult | null } | null = null;
 
   private constructor(
     private readonly backend: Backend,
@@ -102,6 +107,7 @@ export class Engine {
     const log = o.log ?? ((line: string) => console.log(line));
     this.defaults = o.defaults ?? generationDefaults(o.modelDir, model.config.vocabSize, log);
     this.logger = new StepLogger(log);
+    this.overlap = o.overlap ?? process.env.MINISGL_DISABLE_OVERLAP_SCHEDULING !== "1";
   }
 
   static create(backend: Backend, o: EngineOptions): Engine {
@@ -166,10 +172,13 @@ export class Engine {
   }
 
   get hasWork(): boolean {
-    return this.scheduler.hasWork || this.pendingEnds.length > 0;
+    return this.scheduler.hasWork || this.pendingEnds.length > 0 || this.inflight !== null;
   }
 
-  /** Runs one scheduler step (one forward at most). */
+  /** Runs one scheduler step (one forward at most). With overlap scheduling the sampled tokens of a step
+   * are post-processed (appended, finish checks, KV freed, reported) only after the next step has been
+   * scheduled and launched, so the host work hides behind the device; a request that finished in step k
+   * then runs one wasted step k+1 whose token is dropped. */
   step(): StepOutput {
     const ended = this.pendingEnds;
     this.pendingEnds = [];
@@ -177,23 +186,47 @@ export class Engine {
       this.requests.delete(r.uid);
       ended.push({ uid: r.uid, reason: "abort" });
     }
-    const tokens: TokenEvent[] = [];
     let promptTokens = 0;
     let cachedTokens = 0;
     const planned = this.scheduler.next();
+    let current: { step: ScheduledStep; result: SampleResult | null } | null = null;
     if (planned) {
-      const mode = planned.batch.mode;
-      if (mode === "prefill") {
+      if (planned.batch.mode === "prefill") {
         promptTokens = planned.batch.inputIds.length;
         for (const r of planned.requests) if (r.computedLength === r.cachedPromptTokens) cachedTokens += r.cachedPromptTokens;
       }
-      const result = this.run(planned);
+      current = { step: planned, result: this.run(planned) };
       this.scheduler.afterForward(planned);
-      planned.sampleRows.forEach((b, i) => tokens.push(this.accept(planned.requests[b], result, i)));
+    }
+    let tokens: TokenEvent[] = [];
+    if (this.overlap) {
+      if (this.inflight) tokens = this.postProcess(this.inflight);
+      if (current) this.markPending(current);
+      this.inflight = current;
+    } else if (current) {
+      this.markPending(current);
+      tokens = this.postProcess(current);
     }
     const stats = this.stats(promptTokens, cachedTokens, tokens.length);
     if (planned) this.logger.step(planned.batch.mode, planned, stats);
     return { tokens, ended, stats };
+  }
+
+  /** The sampled tokens become the next inputs before their post-processing. */
+  private markPending(x: { step: ScheduledStep; result: SampleResult | null }): void {
+    x.step.sampleRows.forEach((b, i) => {
+      const r = x.step.requests[b];
+      if (r.finish === null) r.pendingToken = x.result!.tokens[i];
+    });
+  }
+
+  private postProcess(x: { step: ScheduledStep; result: SampleResult | null }): TokenEvent[] {
+    const events: TokenEvent[] = [];
+    x.step.sampleRows.forEach((b, i) => {
+      const r = x.step.requests[b];
+      if (r.finish === null) events.push(this.accept(r, x.result, i));
+    });
+    return events;
   }
 
   private run(step: ScheduledStep): SampleResult | null {
@@ -201,8 +234,8 @@ export class Engine {
     if (step.sampleRows.length === 0) return null;
     return this.sampler.sample(out.logits, step.sampleRows.map((b) => {
       const r = step.requests[b];
-      const banned = r.output.length < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
-      return { params: r.params, seed: r.seed, step: r.output.length, promptTokens: r.prompt, outputTokens: r.output, banned };
+      const banned = r.generated < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
+      return { params: r.params, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens: r.generatedTokens(), banned };
     }));
   }
 
@@ -211,6 +244,7 @@ export class Engine {
     if (!result) throw new Error("sampled rows without a sample result");
     const token = result.tokens[i];
     r.output.push(token);
+    r.pendingToken = null;
     const p = r.params;
     let finish: FinishReason | null = null;
     if ((!p.ignoreEos && this.eosTokenIds.includes(token)) || p.stopTokenIds.includes(token)) finish = "stop";

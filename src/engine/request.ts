@@ -6,6 +6,9 @@ export type FinishReason = "stop" | "length" | "abort";
 
 export class Request {
   readonly output: number[] = [];
+  /** The latest sampled token while its post-processing lags (overlap scheduling); it is already the
+   * input of the next decode step. */
+  pendingToken: number | null = null;
   /** Page-table row while running; -1 while queued or after release. */
   row = -1;
   /** Token-level KV slot of every position that has (or will have) KV; capacity prompt + maxTokens. */
@@ -41,7 +44,18 @@ export class Request {
   }
 
   tokenAt(i: number): number {
-    return i < this.prompt.length ? this.prompt[i] : this.output[i - this.prompt.length];
+    if (i < this.prompt.length) return this.prompt[i];
+    const j = i - this.prompt.length;
+    return j < this.output.length ? this.output[j] : (this.pendingToken ?? -1);
+  }
+
+  /** Generated tokens including the pending one. */
+  get generated(): number {
+    return this.output.length + (this.pendingToken === null ? 0 : 1);
+  }
+
+  generatedTokens(): ArrayLike<number> {
+    return this.pendingToken === null ? this.output : [...this.output, this.pendingToken];
   }
 
   /** Tokens [0, n) as one array (prompt + output). */
