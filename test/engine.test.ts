@@ -221,3 +221,15 @@ describe("bad input", () => {
     expect(out.size).toBe(1);
   });
 });
+
+describe("logs", () => {
+  test("the sampling defaults and SGLang-style prefill/decode batch lines are logged", async () => {
+    const lines: string[] = [];
+    const engine = await engineFor("tiny-qwen3", { log: (l) => lines.push(l) });
+    engine.add(1, [1, 2, 3, 4, 5], greedy(3));
+    runToEnd(engine);
+    expect(lines[0]).toMatch(/^Sampling defaults \(generation_config\.json\): temperature=0\.6, topK=20, topP=0\.95/);
+    expect(lines).toContain("Prefill batch. #new-seq: 1, #new-token: 5, #cached-token: 0, token usage: 0.00, #running-req: 1, #queue-req: 0");
+    expect(lines.some((l) => /^Decode batch\. #running-req: 1, #token: \d+, token usage: [\d.]+, gen throughput \(token\/s\): [\d.]+, #queue-req: 0$/.test(l))).toBe(true);
+  });
+});

@@ -3,8 +3,8 @@ import type { StepStats } from "./engine.ts";
 import type { ScheduledStep } from "./scheduler.ts";
 
 export class StepLogger {
-  private lastPrefill = 0;
-  private lastDecode = 0;
+  private lastPrefill = -Infinity;
+  private lastDecode = -Infinity;
   private decodeTokens = 0;
   private decodeSince = performance.now();
 
