@@ -1,9 +1,9 @@
 // The offline API: LLM.create(...) starts a rank worker; generate() runs a batch of prompts to the end.
 import { existsSync } from "node:fs";
 import { EngineClient } from "./engine/client.ts";
-import { SampleOutput, type TokenLogprob } from "./engine/sample_output.ts";
+import { QueueFull, RequestRejected, RequestStream } from "./engine/request_stream.ts";
+import type { TokenLogprob } from "./engine/sample_output.ts";
 import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "./engine/sampling_params.ts";
-import { Finish, type TokenResult } from "./ipc/messages.ts";
 import { checkBunVersion } from "./runtime.ts";
 import { TextTokenizer } from "./tokenizer/tokenizer.ts";
 
@@ -37,8 +37,6 @@ export interface GenerateResult extends Sample {
   /** All n samples (the first is also spread into this object). */
   samples: Sample[];
 }
-
-const FINISH_NAMES: Record<number, FinishReasonOut> = { [Finish.stop]: "stop", [Finish.length]: "length", [Finish.abort]: "abort", [Finish.error]: "error" };
 
 export class LLM {
   private nextUid = 1;
@@ -83,47 +81,26 @@ export class LLM {
     return Promise.all(ids.map((promptIds, i) => this.runOne(promptIds, resolved[i])));
   }
 
-  private runOne(prompt: number[], params: SamplingParams): Promise<GenerateResult> {
+  private async runOne(prompt: number[], params: SamplingParams): Promise<GenerateResult> {
     const uid = this.nextUid;
     this.nextUid += params.n;
-    const outputs = Array.from({ length: params.n }, () => new SampleOutput(this.tokenizer, params));
-    const finishes: (FinishReasonOut | null)[] = outputs.map(() => null);
-    let cachedTokens = 0;
-    let chain = Promise.resolve(); // detokenization of one request stays in order
-    return new Promise((resolve) => {
-      const done = () => {
-        const samples: Sample[] = outputs.map((o, i) => ({
-          text: o.fullText, tokenIds: o.tokenIds, finishReason: finishes[i] ?? "error",
-          ...(params.logprobs ? { logprobs: o.logprobs } : {}),
-        }));
-        resolve({ ...samples[0], promptTokens: prompt.length, cachedTokens, samples });
-      };
-      const onResult = (r: TokenResult) => {
-        const i = r.uid - uid;
-        chain = chain.then(async () => {
-          if (finishes[i]) return;
-          if (r.token >= 0) {
-            if (outputs[i].tokenIds.length === 0) cachedTokens = Math.max(cachedTokens, r.cachedTokens);
-            await outputs[i].add(r.token, { logprob: r.logprob, topIds: r.topIds, topLogprobs: r.topLogprobs });
-          }
-          if (outputs[i].stoppedByString) {
-            finishes[i] = "stop";
-            if (r.finish === Finish.none) this.client.abort(r.uid);
-          } else if (r.finish !== Finish.none) {
-            finishes[i] = FINISH_NAMES[r.finish];
-          }
-          if (finishes[i]) await outputs[i].finish();
-          if (finishes.every((f) => f !== null)) done();
-        });
-      };
-      const onError = (message: string) => {
-        chain = chain.then(() => {
-          resolve({ text: "", tokenIds: [], finishReason: "error", error: message, promptTokens: prompt.length, cachedTokens: 0,
-            samples: [{ text: "", tokenIds: [], finishReason: "error", error: message }] });
-        });
-      };
-      if (!this.client.submit(uid, prompt, params, { onResult, onError })) onError("the request queue is full");
-    });
+    const failed = (error: string): GenerateResult => {
+      const sample: Sample = { text: "", tokenIds: [], finishReason: "error", error };
+      return { ...sample, promptTokens: prompt.length, cachedTokens: 0, samples: [sample] };
+    };
+    let stream: RequestStream;
+    try {
+      stream = new RequestStream(this.client, this.tokenizer, uid, prompt, params);
+      for await (const _ of stream.updates());
+    } catch (e) {
+      if (e instanceof RequestRejected || e instanceof QueueFull) return failed(e.message);
+      throw e;
+    }
+    const samples: Sample[] = stream.outputs.map((o, i) => ({
+      text: o.fullText, tokenIds: o.tokenIds, finishReason: stream.finishes[i] ?? "error",
+      ...(params.logprobs ? { logprobs: o.logprobs } : {}),
+    }));
+    return { ...samples[0], promptTokens: prompt.length, cachedTokens: stream.cachedTokens, samples };
   }
 
   async flushCache(): Promise<boolean> {
