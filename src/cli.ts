@@ -1,10 +1,12 @@
-// Command line: `bun run generate` (greedy text from a local model directory on the CPU backend).
-// serve / shell / bench arrive with the server and engine.
+// Command line: `bun run serve` (the OpenAI-compatible server) and `bun run generate` (greedy text from a
+// local model directory on the CPU backend, without the engine).
 import { cac } from "cac";
 import { CpuBackend } from "./backend/cpu.ts";
 import { loadModel } from "./model/load.ts";
 import { argmax, SingleSequence } from "./model/sequence.ts";
 import { checkBunVersion } from "./runtime.ts";
+import { FlagError, rawFlag, SERVE_FLAGS, serveOptions } from "./server/flags.ts";
+import { exitOnSignals, startServer } from "./server/serve.ts";
 import { IncrementalDetokenizer } from "./tokenizer/detokenizer.ts";
 import { TextTokenizer } from "./tokenizer/tokenizer.ts";
 
@@ -59,6 +61,16 @@ function main(): void {
       if (!o.model) throw new Error("--model is required");
       await generate(o);
     });
+  const serve = cli.command("serve", "OpenAI-compatible server (Elysia, SSE)");
+  for (const f of SERVE_FLAGS) {
+    serve.option(`--${f.name}${f.value ? ` <${f.value}>` : ""}`, f.help, f.default === undefined ? undefined : { default: f.default });
+  }
+  serve.option("--model-path <dir>", "Alias of --model").action(async (flags: Record<string, unknown>) => {
+    const model = rawFlag(process.argv, ["model", "model-path"]);
+    if (!model) throw new FlagError("--model is required (a local directory or a Hugging Face id)");
+    const server = await startServer(serveOptions(flags, process.argv, model));
+    exitOnSignals(server);
+  });
   cli.help();
   cli.parse(process.argv, { run: false });
   if (!cli.matchedCommand && !cli.options.help) {

@@ -1,0 +1,91 @@
+// `bun run serve` flags: definitions (shown by --help with their defaults) and validation that names the flag.
+import type { ServeOptions } from "./serve.ts";
+
+export interface FlagSpec {
+  name: string; // without the leading --
+  help: string;
+  default?: string | number | boolean;
+  value?: string; // placeholder for flags that take a value
+}
+
+export const SERVE_FLAGS: FlagSpec[] = [
+  { name: "model", value: "id", help: "Local model directory or Hugging Face id (alias --model-path)" },
+  { name: "tp", value: "n", help: "Tensor-parallel ranks (GPUs)", default: 1 },
+  { name: "dtype", value: "type", help: "Weight and activation dtype: auto | bfloat16", default: "auto" },
+  { name: "host", value: "addr", help: "Listen address", default: "127.0.0.1" },
+  { name: "port", value: "n", help: "Listen port", default: 1919 },
+  { name: "max-running-requests", value: "n", help: "Requests decoded together", default: 256 },
+  { name: "max-queued-requests", value: "n", help: "Requests in flight before 503 + Retry-After", default: 4096 },
+  { name: "max-seq-len-override", value: "n", help: "Cap the context length (default: the model's)" },
+  { name: "memory-ratio", value: "x", help: "Fraction of GPU memory for weights + KV (cuda)", default: 0.9 },
+  { name: "dummy-weight", help: "Random weights from config.json alone (benchmarks)", default: false },
+  { name: "cuda-graph-max-bs", value: "n", help: "Largest decode batch captured in a CUDA graph; 0 disables (cuda)" },
+  { name: "max-prefill-length", value: "n", help: "Prompt tokens per prefill step (longer prompts are chunked)", default: 8192 },
+  { name: "num-pages", value: "n", help: "KV pool size in pages (default: from memory)" },
+  { name: "page-size", value: "n", help: "KV allocation granularity in tokens", default: 1 },
+  { name: "attn", value: "prefill,decode", help: "Attention kernels (cuda): auto", default: "auto" },
+  { name: "cache", value: "radix|naive", help: "Prefix cache", default: "radix" },
+  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU is present)" },
+  { name: "api-key", value: "key", help: "Require 'Authorization: Bearer <key>' (all routes but /health)" },
+  { name: "served-model-name", value: "name", help: "Model name in the API (default: --model)" },
+  { name: "log-level", value: "level", help: "debug | info | warning | error", default: "info" },
+];
+
+/** The raw string after --name (or --name=value) in argv; cac would turn "00123" into 123. */
+export function rawFlag(argv: string[], names: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    for (const n of names) {
+      if (argv[i] === `--${n}`) return argv[i + 1];
+      if (argv[i].startsWith(`--${n}=`)) return argv[i].slice(n.length + 3);
+    }
+  }
+  return undefined;
+}
+
+export class FlagError extends Error {}
+
+function intFlag(v: unknown, name: string, min: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new FlagError(`--${name} must be an integer ≥ ${min} (got ${JSON.stringify(v)})`);
+  return n;
+}
+
+function choice<T extends string>(v: unknown, name: string, options: readonly T[]): T {
+  if (!options.includes(String(v) as T)) throw new FlagError(`--${name} must be one of ${options.join(", ")} (got ${JSON.stringify(v)})`);
+  return String(v) as T;
+}
+
+export function hasGpu(): boolean {
+  return Bun.which("nvidia-smi") !== null && Bun.spawnSync(["nvidia-smi", "-L"]).exitCode === 0;
+}
+
+/** Validated serve options from cac's parsed flags plus the raw argv (for string flags). */
+export function serveOptions(flags: Record<string, unknown>, argv: string[], modelDir: string): ServeOptions {
+  const tp = intFlag(flags.tp ?? 1, "tp", 1);
+  if (tp !== 1) throw new FlagError("--tp > 1 is not available yet (tensor parallelism is a later issue)");
+  choice(flags.dtype ?? "auto", "dtype", ["auto", "bfloat16", "bf16"] as const);
+  const ratio = Number(flags.memoryRatio ?? 0.9);
+  if (!(ratio > 0 && ratio <= 1)) throw new FlagError(`--memory-ratio must be in (0, 1] (got ${flags.memoryRatio})`);
+  const device = choice(flags.device ?? (hasGpu() ? "cuda" : "cpu"), "device", ["cpu", "cuda"] as const);
+  const model = rawFlag(argv, ["model", "model-path"]) ?? modelDir;
+  const seqLen = flags.maxSeqLenOverride;
+  const pages = flags.numPages;
+  if (flags.cudaGraphMaxBs !== undefined) intFlag(flags.cudaGraphMaxBs, "cuda-graph-max-bs", 0);
+  return {
+    modelDir,
+    servedModelName: rawFlag(argv, ["served-model-name"]) ?? model,
+    host: String(rawFlag(argv, ["host"]) ?? "127.0.0.1"),
+    port: intFlag(flags.port ?? 1919, "port", 0),
+    device,
+    apiKey: rawFlag(argv, ["api-key"]) ?? null,
+    maxRunningRequests: intFlag(flags.maxRunningRequests ?? 256, "max-running-requests", 1),
+    maxQueuedRequests: intFlag(flags.maxQueuedRequests ?? 4096, "max-queued-requests", 1),
+    maxPrefillLength: intFlag(flags.maxPrefillLength ?? 8192, "max-prefill-length", 1),
+    maxSeqLen: seqLen === undefined ? undefined : intFlag(seqLen, "max-seq-len-override", 1),
+    numPages: pages === undefined ? undefined : intFlag(pages, "num-pages", 1),
+    pageSize: intFlag(flags.pageSize ?? 1, "page-size", 1),
+    cache: choice(flags.cache ?? "radix", "cache", ["radix", "naive"] as const),
+    dummyWeight: flags.dummyWeight === true,
+    logLevel: choice(flags.logLevel ?? "info", "log-level", ["debug", "info", "warning", "error"] as const),
+  };
+}

@@ -1,0 +1,96 @@
+// `bun run serve`: tokenizer and rank worker up (ready handshake), a warm-up request, then the listener;
+// SIGINT/SIGTERM stop admitting, end in-flight requests with a final event, free the device, exit 0.
+import { EngineClient } from "../engine/client.ts";
+import { RequestStream } from "../engine/request_stream.ts";
+import type { SamplingParams } from "../engine/sampling_params.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { createApp } from "./app.ts";
+import type { ServerContext } from "./context.ts";
+import { Metrics } from "./metrics.ts";
+
+export interface ServeOptions {
+  modelDir: string;
+  servedModelName: string;
+  host: string;
+  port: number;
+  device: "cpu" | "cuda";
+  apiKey: string | null;
+  maxRunningRequests: number;
+  maxQueuedRequests: number;
+  maxPrefillLength: number;
+  maxSeqLen?: number;
+  numPages?: number;
+  pageSize: number;
+  cache: "radix" | "naive";
+  dummyWeight: boolean;
+  logLevel: "debug" | "info" | "warning" | "error";
+}
+
+export interface RunningServer {
+  url: string;
+  stop(): Promise<void>;
+}
+
+async function warmUp(client: EngineClient, tokenizer: TextTokenizer, defaults: SamplingParams): Promise<void> {
+  const stream = new RequestStream(client, tokenizer, 0, [0, 1, 2, 3], { ...defaults, maxTokens: 2, temperature: 0, ignoreEos: true, n: 1 });
+  for await (const _ of stream.updates());
+}
+
+export async function startServer(o: ServeOptions): Promise<RunningServer> {
+  const t0 = performance.now();
+  const log = (msg: string) => {
+    if (o.logLevel === "debug" || o.logLevel === "info") console.log(msg);
+  };
+  const tokenizer = await TextTokenizer.load(o.modelDir);
+  const tTokenizer = performance.now();
+  const client = await EngineClient.start(o.device, {
+    modelDir: o.modelDir, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache, maxPrefillLength: o.maxPrefillLength,
+    maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen, numPages: o.numPages, eosTokenIds: tokenizer.eosTokenIds,
+    quiet: o.logLevel !== "debug" && o.logLevel !== "info",
+  });
+  const info = client.info;
+  const tEngine = performance.now();
+  await warmUp(client, tokenizer, info.defaults as SamplingParams);
+  const tWarm = performance.now();
+  let nextUid = 1;
+  const metrics = new Metrics();
+  client.onStats = (s) => metrics.onStep(s);
+  const ctx: ServerContext = {
+    client, tokenizer, modelName: o.servedModelName, maxSeqLen: info.maxSeqLen, vocabSize: info.vocabSize,
+    defaults: info.defaults as SamplingParams, metrics, apiKey: o.apiKey, maxQueuedRequests: o.maxQueuedRequests,
+    state: { ready: false, stopping: false, created: Math.floor(Date.now() / 1000) },
+    allocUids: (n) => {
+      const uid = nextUid;
+      nextUid += n;
+      return uid;
+    },
+  };
+  const app = createApp(ctx).listen({ hostname: o.host, port: o.port });
+  ctx.state.ready = true;
+  const url = `http://${o.host}:${app.server!.port}`;
+  log(`model ${info.architecture} from ${o.modelDir} as '${o.servedModelName}', dtype bfloat16, device ${o.device}`);
+  log(`KV cache: ${info.kvTotalSlots} tokens; max concurrency at full context (${info.maxSeqLen} tokens): ` +
+    `${Math.floor(info.kvTotalSlots / info.maxSeqLen)}; CUDA graphs: none on ${o.device}`);
+  log(`start-up ${((tWarm - t0) / 1000).toFixed(2)} s (tokenizer ${((tTokenizer - t0) / 1000).toFixed(2)} s, ` +
+    `engine ${((tEngine - tTokenizer) / 1000).toFixed(2)} s, warm-up ${((tWarm - tEngine) / 1000).toFixed(2)} s); serving on ${url}`);
+
+  let stopped: Promise<void> | null = null;
+  const stop = () => {
+    stopped ??= (async () => {
+      ctx.state.stopping = true;
+      await client.close(); // live requests end with "abort"; their streams send a final event
+      await app.stop(true);
+    })();
+    return stopped;
+  };
+  return { url, stop };
+}
+
+export function exitOnSignals(server: RunningServer): void {
+  const onSignal = (signal: string) => {
+    console.log(`${signal}: stopping (in-flight requests end with finish_reason "abort")`);
+    server.stop().then(() => process.exit(0));
+  };
+  process.once("SIGINT", () => onSignal("SIGINT"));
+  process.once("SIGTERM", () => onSignal("SIGTERM"));
+}
