@@ -42,6 +42,13 @@ function write(ring: SharedRing, record: Int32Array): void {
   }
 }
 
+function wireStats(s: StepOutput["stats"]) {
+  return {
+    running: s.running, queued: s.queued, kvUsed: s.kvUsedSlots, kvTotal: s.kvTotalSlots,
+    cacheHitTokens: s.cachedTokens, promptTokens: s.promptTokens, generatedTokens: s.generatedTokens,
+  };
+}
+
 function toResults(out: StepOutput): TokenResult[] {
   const results: TokenResult[] = out.tokens.map((t) => ({
     uid: t.uid, token: t.token, finish: t.finish ? FINISH[t.finish] : Finish.none, cachedTokens: t.cachedTokens,
@@ -77,17 +84,17 @@ function run(init: RankInit): void {
         const error = engine.add(m.uid, m.promptIds, m.params);
         if (error) write(results, encodeRequestError(m.uid, error));
       } else if (m.kind === "abort") engine.abort(m.uid);
-      else if (m.kind === "flush") write(results, encodeFlushDone(m.uid, engine.flushCache()));
+      else if (m.kind === "flush") {
+        const ok = engine.flushCache();
+        write(results, encodeStepResults(wireStats(engine.currentStats()), [])); // fresh KV usage for /metrics
+        write(results, encodeFlushDone(m.uid, ok));
+      }
       else stopping = true;
     }
     if (stopping || requests.closed) break;
     if (engine.hasWork) {
       const out = engine.step();
-      const s = out.stats;
-      write(results, encodeStepResults({
-        running: s.running, queued: s.queued, kvUsed: s.kvUsedSlots, kvTotal: s.kvTotalSlots,
-        cacheHitTokens: s.cachedTokens, promptTokens: s.promptTokens, generatedTokens: s.generatedTokens,
-      }, toResults(out)));
+      write(results, encodeStepResults(wireStats(out.stats), toResults(out)));
       results.notify();
     } else {
       results.notify();
@@ -98,7 +105,7 @@ function run(init: RankInit): void {
   for (const uid of engine.liveUids()) engine.abort(uid);
   while (engine.hasWork) {
     const out = engine.step();
-    write(results, encodeStepResults({ running: 0, queued: 0, kvUsed: 0, kvTotal: 0, cacheHitTokens: 0, promptTokens: 0, generatedTokens: 0 }, toResults(out)));
+    write(results, encodeStepResults(wireStats(out.stats), toResults(out)));
   }
   engine.close();
   backend.close();

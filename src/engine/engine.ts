@@ -267,6 +267,11 @@ export class Engine {
     return event;
   }
 
+  /** The engine's counters right now (no step taken). */
+  currentStats(): StepStats {
+    return this.stats(0, 0, 0);
+  }
+
   private stats(promptTokens: number, cachedTokens: number, generatedTokens: number): StepStats {
     const pool = this.kv.pool;
     return {

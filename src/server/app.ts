@@ -25,7 +25,8 @@ function modelCard(ctx: ServerContext) {
 }
 
 export function createApp(ctx: ServerContext) {
-  return new Elysia({ serve: { maxRequestBodySize: MAX_BODY_BYTES } })
+  // Bun's own limit (an empty 413) sits above ours, so declared sizes get an OpenAI-shaped 413 first.
+  return new Elysia({ serve: { maxRequestBodySize: 4 * MAX_BODY_BYTES } })
     .onRequest(({ request }) => {
       const length = Number(request.headers.get("content-length") ?? 0);
       if (length > MAX_BODY_BYTES) return errorResponse(new ApiError(413, `request body over ${MAX_BODY_BYTES} bytes`));

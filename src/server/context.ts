@@ -16,6 +16,8 @@ export interface ServerContext {
   apiKey: string | null;
   maxQueuedRequests: number;
   state: { ready: boolean; stopping: boolean; created: number };
+  /** HTTP requests still sending their answer (shutdown waits for them). */
+  inflight: { count: number };
   allocUids(n: number): number;
 }
 

@@ -26,6 +26,7 @@ export class RunningRequest {
 
   /** Per-step updates; ends when every sample has finished or the client went away. */
   async *updates(signal: AbortSignal): AsyncGenerator<SampleUpdate[]> {
+    this.ctx.inflight.count++;
     try {
       for await (const step of this.stream.updates(signal)) {
         if (step.some((u) => u.tokenIds.length > 0)) {
@@ -40,6 +41,7 @@ export class RunningRequest {
       if (e instanceof RequestRejected) throw new ApiError(400, e.message);
       throw e;
     } finally {
+      this.ctx.inflight.count--;
       const reason = signal.aborted ? "abort" : (this.stream.finishes.find((f) => f !== null) ?? "abort");
       this.ctx.metrics.e2e.observe((performance.now() - this.started) / 1000);
       this.ctx.metrics.onRequestDone(this.stream.prompt.length, this.stream.cachedTokens, reason);

@@ -59,6 +59,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     client, tokenizer, modelName: o.servedModelName, maxSeqLen: info.maxSeqLen, vocabSize: info.vocabSize,
     defaults: info.defaults as SamplingParams, metrics, apiKey: o.apiKey, maxQueuedRequests: o.maxQueuedRequests,
     state: { ready: false, stopping: false, created: Math.floor(Date.now() / 1000) },
+    inflight: { count: 0 },
     allocUids: (n) => {
       const uid = nextUid;
       nextUid += n;
@@ -79,6 +80,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     stopped ??= (async () => {
       ctx.state.stopping = true;
       await client.close(); // live requests end with "abort"; their streams send a final event
+      for (let waited = 0; ctx.inflight.count > 0 && waited < 5000; waited += 10) await Bun.sleep(10);
+      await Bun.sleep(20); // let the last SSE bytes leave
       await app.stop(true);
     })();
     return stopped;
