@@ -7,6 +7,7 @@ import { argmax, SingleSequence } from "./model/sequence.ts";
 import { checkBunVersion } from "./runtime.ts";
 import { FlagError, rawFlag, SERVE_FLAGS, serveOptions } from "./server/flags.ts";
 import { exitOnSignals, startServer } from "./server/serve.ts";
+import { runShell } from "./shell.ts";
 import { IncrementalDetokenizer } from "./tokenizer/detokenizer.ts";
 import { TextTokenizer } from "./tokenizer/tokenizer.ts";
 
@@ -71,6 +72,16 @@ function main(): void {
     const server = await startServer(serveOptions(flags, process.argv, model));
     exitOnSignals(server);
   });
+  cli
+    .command("shell", "Interactive chat in the terminal (/reset, /exit)")
+    .option("--model <dir>", "Local model directory")
+    .option("--device <cpu|cuda>", "Backend", { default: "cpu" })
+    .action(async (o: { device: string }) => {
+      const model = rawFlag(process.argv, ["model", "model-path"]);
+      if (!model) throw new FlagError("--model is required");
+      if (o.device !== "cpu" && o.device !== "cuda") throw new FlagError(`--device must be cpu or cuda (got ${o.device})`);
+      await runShell(model, o.device);
+    });
   cli.help();
   cli.parse(process.argv, { run: false });
   if (!cli.matchedCommand && !cli.options.help) {
