@@ -8,6 +8,8 @@ import { checkBunVersion } from "./runtime.ts";
 import { FlagError, rawFlag, SERVE_FLAGS, serveOptions } from "./server/flags.ts";
 import { exitOnSignals, startServer } from "./server/serve.ts";
 import { runShell } from "./shell.ts";
+import { progressPrinter } from "./hub/progress_bar.ts";
+import { resolveModel } from "./hub/resolve_model.ts";
 import { IncrementalDetokenizer } from "./tokenizer/detokenizer.ts";
 import { TextTokenizer } from "./tokenizer/tokenizer.ts";
 
@@ -69,18 +71,19 @@ function main(): void {
   serve.option("--model-path <dir>", "Alias of --model").action(async (flags: Record<string, unknown>) => {
     const model = rawFlag(process.argv, ["model", "model-path"]);
     if (!model) throw new FlagError("--model is required (a local directory or a Hugging Face id)");
-    const server = await startServer(serveOptions(flags, process.argv, model));
+    const modelDir = await resolveModel(model, { onProgress: progressPrinter() });
+    const server = await startServer(serveOptions(flags, process.argv, modelDir));
     exitOnSignals(server);
   });
   cli
     .command("shell", "Interactive chat in the terminal (/reset, /exit)")
-    .option("--model <dir>", "Local model directory")
+    .option("--model <id>", "Local model directory or Hugging Face id")
     .option("--device <cpu|cuda>", "Backend", { default: "cpu" })
     .action(async (o: { device: string }) => {
       const model = rawFlag(process.argv, ["model", "model-path"]);
       if (!model) throw new FlagError("--model is required");
       if (o.device !== "cpu" && o.device !== "cuda") throw new FlagError(`--device must be cpu or cuda (got ${o.device})`);
-      await runShell(model, o.device);
+      await runShell(await resolveModel(model, { onProgress: progressPrinter() }), o.device);
     });
   cli.help();
   cli.parse(process.argv, { run: false });

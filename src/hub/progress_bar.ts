@@ -1,0 +1,45 @@
+// Download progress for humans: one redrawn line on a terminal, one line per finished file elsewhere (logs, CI).
+import type { DownloadProgress } from "./download.ts";
+
+export interface ProgressStream {
+  write(s: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+const REDRAW_MS = 100;
+const BAR = 20;
+const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
+
+export function progressPrinter(stream: ProgressStream = process.stderr): (p: DownloadProgress) => void {
+  let file = "";
+  let t0 = 0;
+  let startBytes = 0; // a resumed file starts past 0; speed counts only this run's bytes
+  let lastDraw = 0;
+  return (p) => {
+    const now = performance.now();
+    if (p.file !== file) {
+      file = p.file;
+      t0 = now;
+      startBytes = p.bytes;
+      lastDraw = 0;
+    }
+    const secs = (now - t0) / 1000;
+    const speed = secs > 0 ? `${mb((p.bytes - startBytes) / secs)} MB/s` : "";
+    const size = p.total === null ? `${mb(p.bytes)} MB` : `${mb(p.bytes)}/${mb(p.total)} MB`;
+    if (p.done) file = "";
+
+    if (!stream.isTTY) {
+      if (p.done) stream.write(`downloaded ${p.file} (${mb(p.bytes)} MB in ${secs.toFixed(1)} s)\n`);
+      return;
+    }
+    if (!p.done && now - lastDraw < REDRAW_MS) return;
+    lastDraw = now;
+    const frac = p.total ? Math.min(1, p.bytes / p.total) : null;
+    const bar = frac === null ? "" : `[${"#".repeat(Math.round(frac * BAR)).padEnd(BAR, ".")}] `;
+    const tail = ` ${bar}${size}${speed ? `  ${speed}` : ""}`;
+    const width = (stream.columns ?? 80) - 1;
+    const name = p.file.length + tail.length > width ? `…${p.file.slice(-Math.max(8, width - tail.length - 1))}` : p.file;
+    stream.write(`\r\x1b[2K${name}${tail}${p.done ? "\n" : ""}`);
+  };
+}
