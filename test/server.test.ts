@@ -227,6 +227,26 @@ describe("separate server processes", () => {
     expect(await exited).toBe(0);
   }, 60_000);
 
+  test("a full queue answers 503 with Retry-After", async () => {
+    const s = await startServe(["--model", model, "--max-queued-requests", "1"]);
+    try {
+      const long = fetch(`${s.url}/v1/completions`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "Go", max_tokens: 300, ignore_eos: true }),
+      });
+      await Bun.sleep(100);
+      const r = await fetch(`${s.url}/v1/completions`, {
+        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "Hi", max_tokens: 2 }),
+      });
+      expect(r.status).toBe(503);
+      expect(r.headers.get("retry-after")).toBe("1");
+      expect((await json(r)).error.type).toBe("server_error");
+      expect((await long).status).toBe(200);
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  }, 60_000);
+
   test("bad flag values fail at start naming the flag", async () => {
     for (const [flag, value] of [["--port", "abc"], ["--cache", "lru"], ["--page-size", "0"], ["--device", "tpu"]]) {
       const p = Bun.spawnSync(["bun", "src/cli.ts", "serve", "--model", model, flag, value]);
