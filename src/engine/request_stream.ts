@@ -84,10 +84,21 @@ export class RequestStream {
           this.wake = null;
           continue;
         }
-        const batch = this.pending.splice(0);
-        const updates: SampleUpdate[] = [];
-        for (const r of batch) updates.push(await this.apply(r));
-        yield updates.filter((u) => u.text || u.tokenIds.length || u.finishReason);
+        // Results that queued up while the consumer was busy merge into one update per sample.
+        const merged = new Map<number, SampleUpdate>();
+        for (const r of this.pending.splice(0)) {
+          const u = await this.apply(r);
+          const prev = merged.get(u.index);
+          if (!prev) merged.set(u.index, u);
+          else {
+            prev.text += u.text;
+            prev.tokenIds.push(...u.tokenIds);
+            prev.logprobs.push(...u.logprobs);
+            prev.finishReason ??= u.finishReason;
+          }
+        }
+        const updates = [...merged.values()].filter((u) => u.text || u.tokenIds.length || u.finishReason);
+        if (updates.length) yield updates;
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
