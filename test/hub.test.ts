@@ -351,7 +351,7 @@ describe("model ids", () => {
   });
 
   test("a local-looking path that does not exist is named in the error", async () => {
-    for (const p of ["./no/such/model", "/no/such/model", "models/a/b", "../x", "~/no-such-model-dir"]) {
+    for (const p of ["./no/such/model", "/no/such/model", "models/a/b", "../no-such-minisgl-model", "~/no-such-model-dir"]) {
       const err = await rejection(resolveModel(p, { env }));
       expect(err).toBeInstanceOf(HubError);
       expect(err.message).toContain("does not exist");
