@@ -1,7 +1,7 @@
 // The offline API: LLM.create(...) starts a rank worker; generate() runs a batch of prompts to the end.
 import { existsSync } from "node:fs";
 import { EngineClient } from "./engine/client.ts";
-import { QueueFull, RequestRejected, RequestStream } from "./engine/request_stream.ts";
+import { type FinishReasonOut as StreamFinish, QueueFull, RequestRejected, RequestStream } from "./engine/request_stream.ts";
 import type { TokenLogprob } from "./engine/sample_output.ts";
 import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "./engine/sampling_params.ts";
 import { checkBunVersion } from "./runtime.ts";
@@ -21,7 +21,7 @@ export interface LLMOptions {
   log?: boolean; // engine log lines (default false for the offline API)
 }
 
-export type FinishReasonOut = "stop" | "length" | "abort" | "error";
+export type FinishReasonOut = StreamFinish | "error";
 
 export interface Sample {
   text: string;

@@ -171,18 +171,24 @@ describe("sampling through the engine", () => {
   });
 
   test("overlap on and off give identical sampled outputs (seeds, penalties, n > 1, stop ids)", async () => {
+    // A stop id the greedy continuation of [8, 9, 10] reaches at its 4th token, so the stop path runs.
+    const probe = await engineFor("tiny-qwen3");
+    probe.add(1, [8, 9, 10], greedy(4));
+    const stopId = runToEnd(probe).get(1)!.tokens[3];
     const run = async (overlap: boolean) => {
       const engine = await engineFor("tiny-qwen3", { overlap, maxPrefillLength: 16 });
       const base = { maxTokens: 12, temperature: 0.8, topK: 40, seed: 5 };
       engine.add(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], { ...base, n: 3 });
       engine.add(10, [7, 7, 7], { ...base, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.5, seed: 6 });
       engine.add(11, [8, 9], { ...base, minTokens: 4, seed: 8, logitBias: { 42: 5 } });
-      engine.add(12, [8, 9, 10], { ...greedy(20), stopTokenIds: [74805] });
+      engine.add(12, [8, 9, 10], { ...greedy(20), stopTokenIds: [stopId] });
       const out = runToEnd(engine);
       expect(expectIdleInvariants(engine)).toEqual([]);
       return [...out.entries()].sort((a, b) => a[0] - b[0]).map(([uid, o]) => [uid, o.tokens, o.finish]);
     };
-    expect(await run(true)).toEqual(await run(false));
+    const on = await run(true);
+    expect(on.find(([uid]) => uid === 12)![2]).toBe("stop");
+    expect(on).toEqual(await run(false));
   });
 
   test("minTokens keeps EOS away; stopTokenIds end with 'stop'", async () => {

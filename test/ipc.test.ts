@@ -19,17 +19,8 @@ import {
 } from "../src/ipc/messages.ts";
 import { SharedRing } from "../src/ipc/ring.ts";
 import type { EchoWorkerInit } from "./helpers/ring_echo_worker.ts";
+import { rng as mulberry32 } from "./helpers/rng.ts";
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A record whose every word depends on its sequence number, so any mix-up shows. */
 function makeRecord(seq: number, length: number): Int32Array {

@@ -1,7 +1,8 @@
 // Every CPU op against a plain TypeScript float64 reference on random inputs.
 import { describe, expect, test } from "bun:test";
 import { CpuBackend } from "../src/backend/cpu.ts";
-import { randomBf16, readBf16, rng, upload, worstError } from "./helpers/device_tensors.ts";
+import { randomBf16, readBf16, upload, worstError } from "./helpers/device_tensors.ts";
+import { rng } from "./helpers/rng.ts";
 
 const be = new CpuBackend();
 const ops = be.ops;

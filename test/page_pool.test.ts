@@ -1,16 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { KvPagePool } from "../src/cache/page_pool.ts";
+import { rng } from "./helpers/rng.ts";
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pagesOf(pool: KvPagePool, slots: Int32Array): number[] {
   const out: number[] = [];

@@ -3,23 +3,10 @@ import { NaiveCache } from "../src/cache/naive_cache.ts";
 import { KvPagePool } from "../src/cache/page_pool.ts";
 import { createPrefixCache, type CacheHandle, type PrefixCache } from "../src/cache/prefix_cache.ts";
 import { RadixCache } from "../src/cache/radix_cache.ts";
+import { type Rng, rng } from "./helpers/rng.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // helpers
-
-type Rng = () => number;
-
-/** mulberry32: a small seeded PRNG, so every failure replays exactly. */
-function rng(seed: number): Rng {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const randInt = (r: Rng, n: number): number => Math.floor(r() * n); // [0, n)
 

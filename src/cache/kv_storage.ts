@@ -31,10 +31,6 @@ export class KvStorage {
     this.bytes = 2 * shape.layers * perLayer + shape.rows * shape.maxSeqLen * 4;
   }
 
-  get kvDim(): number {
-    return this.shape.kvHeads * this.shape.headDim;
-  }
-
   /** page_table[row, start : start + slots.length] = slots */
   writePageTable(row: number, start: number, slots: Int32Array): void {
     if (row < 0 || row >= this.shape.rows || start < 0 || start + slots.length > this.shape.maxSeqLen) {

@@ -8,7 +8,7 @@ import type { DecoderModel } from "../model/decoder.ts";
 import { loadModel } from "../model/load.ts";
 import { KvManager } from "./kv_manager.ts";
 import { Request, type FinishReason } from "./request.ts";
-import { Sampler, type SampleResult } from "./sampler.ts";
+import { hasPenalties, Sampler, type SampleResult } from "./sampler.ts";
 import { generationDefaults } from "./generation_defaults.ts";
 import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "./sampling_params.ts";
 import { Scheduler, type ScheduledStep } from "./scheduler.ts";
@@ -235,7 +235,9 @@ export class Engine {
     return this.sampler.sample(out.logits, step.sampleRows.map((b) => {
       const r = step.requests[b];
       const banned = r.generated < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
-      return { params: r.params, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens: r.generatedTokens(), banned };
+      // Only penalties read the output; skip copying it (with a pending token) for every other row.
+      const outputTokens = hasPenalties(r.params) ? r.generatedTokens() : r.output;
+      return { params: r.params, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens, banned };
     }));
   }
 

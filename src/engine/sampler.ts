@@ -28,7 +28,7 @@ const Section = {
 // Penalty entries (row, token, output count) and sparse entries (row, token, value) take 3 words each.
 const ENTRY_WORDS = 3;
 
-function hasPenalties(p: SamplingParams): boolean {
+export function hasPenalties(p: SamplingParams): boolean {
   return p.presencePenalty !== 0 || p.frequencyPenalty !== 0 || p.repetitionPenalty !== 1;
 }
 

@@ -11,10 +11,6 @@ export interface ForwardBatch {
   rows: Int32Array; // [B] page-table row of each request
 }
 
-export function batchSize(b: ForwardBatch): number {
-  return b.kvLens.length;
-}
-
 export function validateBatch(b: ForwardBatch): void {
   const n = b.kvLens.length;
   const t = b.inputIds.length;

@@ -20,10 +20,6 @@ export class SingleSequence {
     });
   }
 
-  get tokens(): number {
-    return this.length;
-  }
-
   /** Feeds `ids` as one forward (prefill/extend, or decode for one token); returns fp32 logits per row. */
   feed(ids: number[], allPositions = false): Float32Array[] {
     const n = ids.length;

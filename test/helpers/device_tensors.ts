@@ -1,17 +1,7 @@
 // Random bf16 tensors on a backend, and reading them back, for op tests.
 import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../src/model/safetensors.ts";
-
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    return ((z ^ (z >>> 16)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from "./rng.ts";
 
 /** bf16-representable values, uniform in [-scale, scale), as f32 (host copy) and uploaded bits. */
 export function randomBf16(backend: Backend, n: number, seed: number, scale = 1, offset = 0): { ptr: DevicePtr; host: Float32Array } {
