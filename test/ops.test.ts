@@ -230,13 +230,51 @@ describe("attention over slot-indexed KV", () => {
     lastTokens.forEach((t, b) => be.copy(qDecode + b * qStride * 2, q.ptr + t * qStride * 2, qStride * 2));
     const out = be.alloc(3 * qh * hd * 2);
     ops.attentionDecode(out, qDecode, k.ptr, v.ptr, upload(be, pageTable), pageStride, upload(be, Int32Array.from(rowsOf)),
-      upload(be, Int32Array.from(kvLens)), 3, qh, kvh, hd, qStride, scale);
+      upload(be, Int32Array.from(kvLens)), 3, qh, kvh, hd, qStride, scale, 0, 0);
     const ref = reference();
     const expected = lastTokens.flatMap((t) => ref.slice(t * qh * hd, (t + 1) * qh * hd));
     expect(worstError(readBf16(be, out, 3 * qh * hd), expected, BF16.atol, BF16.rtol)).toBeLessThan(1);
   });
 
   test("bad shapes are refused with the op's message", () => {
-    expect(() => ops.attentionDecode(0, 0, 0, 0, 0, 4, 0, 0, 0, 6, 4, 16, 16, 1)).toThrow(/attention_decode: bad shape/);
+    expect(() => ops.attentionDecode(0, 0, 0, 0, 0, 4, 0, 0, 0, 6, 4, 16, 16, 1, 0, 0)).toThrow(/attention_decode: bad shape/);
   });
+});
+
+test("qk_norm_rope_store equals head_rmsnorm, rope and store_kv in sequence", () => {
+  const tokens = 3, qh = 4, kvh = 2, hd = 16, stride = (qh + 2 * kvh) * hd, slots = 8, eps = 1e-6;
+  const qkv = randomBf16(be, tokens * stride, 11, 2);
+  const qNorm = randomBf16(be, hd, 12, 0.5, 1), kNorm = randomBf16(be, hd, 13, 0.5, 1);
+  const positions = upload(be, Int32Array.of(3, 0, 9));
+  const cs = upload(be, Float32Array.from({ length: 16 * hd }, (_, i) => Math.cos(i * 0.37)));
+  const slotIds = upload(be, Int32Array.of(5, 1, 7));
+  const run = (fused: boolean) => {
+    const x = be.alloc(tokens * stride * 2);
+    be.copy(x, qkv.ptr, tokens * stride * 2);
+    const kc = be.alloc(slots * kvh * hd * 2), vc = be.alloc(slots * kvh * hd * 2);
+    be.fill(kc, 0, slots * kvh * hd * 2);
+    be.fill(vc, 0, slots * kvh * hd * 2);
+    const k = x + qh * hd * 2, v = k + kvh * hd * 2;
+    if (fused) ops.qkNormRopeStore(x, qNorm.ptr, kNorm.ptr, positions, cs, kc, vc, slotIds, tokens, qh, kvh, hd, hd, eps);
+    else {
+      ops.headRmsnorm(x, qNorm.ptr, tokens, qh, hd, stride, eps);
+      ops.headRmsnorm(k, kNorm.ptr, tokens, kvh, hd, stride, eps);
+      ops.rope(x, k, positions, cs, tokens, qh, kvh, hd, hd, stride, stride);
+      ops.storeKv(kc, vc, k, v, slotIds, tokens, kvh * hd, stride, stride);
+    }
+    return [readBf16(be, x, tokens * stride), readBf16(be, kc, slots * kvh * hd), readBf16(be, vc, slots * kvh * hd)];
+  };
+  const [fused, separate] = [run(true), run(false)];
+  for (let i = 0; i < 3; i++) expect(Array.from(fused[i])).toEqual(Array.from(separate[i]));
+  expect(fused[1].some((x) => x !== 0)).toBe(true);
+});
+
+test("scatter_tokens / gather_tokens move tokens through the pool by row", () => {
+  const pool = upload(be, new Int32Array(6));
+  ops.scatterTokens(pool, upload(be, Int32Array.of(4, 1)), upload(be, Int32Array.of(77, 55)), 2);
+  const out = be.alloc(12);
+  ops.gatherTokens(out, pool, upload(be, Int32Array.of(1, 4, 0)), 3);
+  const got = new Int32Array(3);
+  be.download(got, out);
+  expect(Array.from(got)).toEqual([55, 77, 0]);
 });

@@ -1,6 +1,6 @@
 // Weight loading: on-disk formats give the same model, errors name what is wrong, dummy weights at real sizes.
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, mkdtempSync, utimesSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpuBackend } from "../src/backend/cpu.ts";
@@ -73,8 +73,11 @@ describe("errors", () => {
     const dir = mkdtempSync(join(tmpdir(), "minisgl-lib-"));
     const stale = join(dir, "libmsgl_cpu.so");
     copyFileSync(CPU_LIBRARY, stale);
-    utimesSync(stale, new Date(2000, 0, 1), new Date(2000, 0, 1));
-    expect(() => openMsglLibrary(stale, "cuda/cpu")).toThrow(/older than its sources.*bun run build/);
+    expect(() => openMsglLibrary(stale, "cuda/cpu")).toThrow(/other sources.*bun run build/); // no stamp
+    writeFileSync(`${stale}.sources`, "a hash of older sources");
+    expect(() => openMsglLibrary(stale, "cuda/cpu")).toThrow(/other sources.*bun run build/);
+    copyFileSync(`${CPU_LIBRARY}.sources`, `${stale}.sources`);
+    expect(() => openMsglLibrary(stale, "cuda/cpu")).not.toThrow();
   });
 
   test("the Bun version is pinned", () => {

@@ -81,7 +81,8 @@ extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const 
 extern "C" int msgl_attention_decode(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k_cache,
                                      const msgl_bf16* v_cache, const int32_t* page_table, int page_stride,
                                      const int32_t* rows, const int32_t* kv_lens, int batch, int q_heads,
-                                     int kv_heads, int head_dim, int q_stride, float scale, msgl_stream) {
+                                     int kv_heads, int head_dim, int q_stride, float scale, void*, int64_t,
+                                     msgl_stream) {
   MSGL_CHECK(batch >= 0 && valid_heads(q_heads, kv_heads, head_dim), "attention_decode: bad shape");
   for (int b = 0; b < batch; b++)
     MSGL_CHECK(kv_lens[b] >= 1 && kv_lens[b] <= page_stride, "attention_decode: need 1 <= kv_len <= page_stride");
@@ -96,3 +97,6 @@ extern "C" int msgl_attention_decode(msgl_bf16* out, const msgl_bf16* q, const m
   }
   return MSGL_OK;
 }
+
+// The CPU needs no split-KV scratch.
+extern "C" int64_t msgl_attention_decode_workspace(int, int, int, int) { return 0; }

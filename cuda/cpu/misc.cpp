@@ -1,4 +1,5 @@
-// Element-wise and gather ops: embedding, SiLU-and-mul, KV store, row gather, argmax, random fill.
+// Element-wise and gather ops: embedding, SiLU-and-mul, KV store, row gather, argmax, random fill, the fused
+// q/k-norm + RoPE + KV store, and the decode token pool.
 #include "common.h"
 
 using namespace msgl;
@@ -81,5 +82,33 @@ extern "C" int msgl_fill_random(msgl_bf16* x, int64_t n, uint64_t seed, float me
     float u = (float)(h >> 40) * (1.0f / 16777216.0f);  // [0, 1) from 24 bits
     x[i] = f32_to_bf16(mean + std * sqrt3 * (2.f * u - 1.f));
   }
+  return MSGL_OK;
+}
+
+extern "C" int msgl_qk_norm_rope_store(msgl_bf16* qkv, const msgl_bf16* q_norm, const msgl_bf16* k_norm,
+                                       const int32_t* positions, const float* cos_sin, msgl_bf16* k_cache,
+                                       msgl_bf16* v_cache, const int32_t* slots, int tokens, int q_heads,
+                                       int kv_heads, int head_dim, int rotary_dim, float eps, msgl_stream stream) {
+  int stride = (q_heads + 2 * kv_heads) * head_dim;
+  msgl_bf16* k = qkv + (size_t)q_heads * head_dim;
+  msgl_bf16* v = k + (size_t)kv_heads * head_dim;
+  int status;
+  if (q_norm && (status = msgl_head_rmsnorm(qkv, q_norm, tokens, q_heads, head_dim, stride, eps, stream))) return status;
+  if (k_norm && (status = msgl_head_rmsnorm(k, k_norm, tokens, kv_heads, head_dim, stride, eps, stream))) return status;
+  if ((status = msgl_rope(qkv, k, positions, cos_sin, tokens, q_heads, kv_heads, head_dim, rotary_dim, stride, stride,
+                          stream)))
+    return status;
+  return msgl_store_kv(k_cache, v_cache, k, v, slots, tokens, kv_heads * head_dim, stride, stride, stream);
+}
+
+extern "C" int msgl_scatter_tokens(int32_t* pool, const int32_t* rows, const int32_t* tokens, int n, msgl_stream) {
+  MSGL_CHECK(n >= 0, "scatter_tokens: bad shape");
+  for (int i = 0; i < n; i++) pool[rows[i]] = tokens[i];
+  return MSGL_OK;
+}
+
+extern "C" int msgl_gather_tokens(int32_t* out, const int32_t* pool, const int32_t* rows, int n, msgl_stream) {
+  MSGL_CHECK(n >= 0, "gather_tokens: bad shape");
+  for (int i = 0; i < n; i++) out[i] = pool[rows[i]];
   return MSGL_OK;
 }

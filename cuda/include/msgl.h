@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 // Bumped on any change of a signature or semantics; the TypeScript loader compares it with this header.
-#define MSGL_ABI_VERSION 2
+#define MSGL_ABI_VERSION 3
 
 enum msgl_status {
   MSGL_OK = 0,
@@ -69,6 +69,15 @@ int msgl_silu_mul(msgl_bf16* out, const msgl_bf16* gate_up, int rows, int inter,
 int msgl_store_kv(msgl_bf16* k_cache, msgl_bf16* v_cache, const msgl_bf16* k, const msgl_bf16* v,
                   const int32_t* slots, int tokens, int kv_dim, int k_stride, int v_stride, msgl_stream stream);
 
+// The attention step of one layer before attention, fused: on the merged qkv [tokens, (q_heads + 2*kv_heads)
+// * head_dim] (contiguous, q then k then v), in place: per-head RMSNorm of q and k when q_norm / k_norm are
+// non-null (Qwen3), then neox RoPE as msgl_rope; then k and v of token t are stored at slots[t] as
+// msgl_store_kv. Same results and rounding points as calling those three ops in that order.
+int msgl_qk_norm_rope_store(msgl_bf16* qkv, const msgl_bf16* q_norm, const msgl_bf16* k_norm,
+                            const int32_t* positions, const float* cos_sin, msgl_bf16* k_cache,
+                            msgl_bf16* v_cache, const int32_t* slots, int tokens, int q_heads, int kv_heads,
+                            int head_dim, int rotary_dim, float eps, msgl_stream stream);
+
 // Attention of new query tokens over slot-indexed KV.
 // Request b has query tokens [qo_indptr[b], qo_indptr[b+1]) and kv_lens[b] keys/values whose slots are
 // page_table[rows[b] * page_stride + j], j < kv_lens[b] (its new tokens' KV already stored). Causal,
@@ -81,14 +90,24 @@ int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* 
                            msgl_stream stream);
 
 // One query token per request (q row b belongs to request b); same KV addressing as above.
+// workspace: scratch of at least msgl_attention_decode_workspace(batch, q_heads, head_dim, page_stride) bytes
+// (split-KV partial results on the GPU). The launch shape depends only on the integer arguments, never on
+// the contents of kv_lens, so one call can be captured in a CUDA graph and replayed with other lengths.
 int msgl_attention_decode(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k_cache,
                           const msgl_bf16* v_cache, const int32_t* page_table, int page_stride,
                           const int32_t* rows, const int32_t* kv_lens, int batch, int q_heads, int kv_heads,
-                          int head_dim, int q_stride, float scale, msgl_stream stream);
+                          int head_dim, int q_stride, float scale, void* workspace, int64_t workspace_bytes,
+                          msgl_stream stream);
+int64_t msgl_attention_decode_workspace(int batch, int q_heads, int head_dim, int page_stride);
 
 // out[i, :] = x[indices[i], :] (e.g. the last token of each request before the LM head).
 int msgl_gather_rows(msgl_bf16* out, const msgl_bf16* x, const int32_t* indices, int n, int dim,
                      msgl_stream stream);
+
+// Device token pool (one int32 per page-table row) that carries sampled tokens to the next decode step:
+// msgl_scatter_tokens: pool[rows[i]] = tokens[i]; msgl_gather_tokens: out[i] = pool[rows[i]].
+int msgl_scatter_tokens(int32_t* pool, const int32_t* rows, const int32_t* tokens, int n, msgl_stream stream);
+int msgl_gather_tokens(int32_t* out, const int32_t* pool, const int32_t* rows, int n, msgl_stream stream);
 
 // out[r] = index of the largest logits[r, :] (lowest index on ties).
 int msgl_argmax(int32_t* out, const float* logits, int rows, int vocab, msgl_stream stream);

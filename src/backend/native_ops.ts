@@ -21,9 +21,13 @@ export const MSGL_SYMBOLS = {
     returns: i32,
   },
   msgl_attention_decode: {
-    args: [ptr, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, i32, i32, f32, S],
+    args: [ptr, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, i32, i32, f32, ptr, i64, S],
     returns: i32,
   },
+  msgl_attention_decode_workspace: { args: [i32, i32, i32, i32], returns: i64 },
+  msgl_qk_norm_rope_store: { args: [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, f32, S], returns: i32 },
+  msgl_scatter_tokens: { args: [ptr, ptr, ptr, i32, S], returns: i32 },
+  msgl_gather_tokens: { args: [ptr, ptr, ptr, i32, S], returns: i32 },
   msgl_gather_rows: { args: [ptr, ptr, ptr, i32, i32, S], returns: i32 },
   msgl_argmax: { args: [ptr, ptr, i32, i32, S], returns: i32 },
   msgl_fill_random: { args: [ptr, i64, u64, f32, f32, S], returns: i32 },
@@ -96,9 +100,30 @@ export class NativeOps {
 
   attentionDecode(out: DevicePtr, q: DevicePtr, kCache: DevicePtr, vCache: DevicePtr, pageTable: DevicePtr, pageStride: number,
     rows: DevicePtr, kvLens: DevicePtr, batch: number, qHeads: number, kvHeads: number, headDim: number, qStride: number,
-    scale: number): void {
+    scale: number, workspace: DevicePtr, workspaceBytes: number): void {
     this.check(this.lib.msgl_attention_decode(P(out), P(q), P(kCache), P(vCache), P(pageTable), pageStride, P(rows), P(kvLens),
-      batch, qHeads, kvHeads, headDim, qStride, scale, P(this.stream)), "attention_decode");
+      batch, qHeads, kvHeads, headDim, qStride, scale, P(workspace), workspaceBytes, P(this.stream)), "attention_decode");
+  }
+
+  /** Bytes of scratch msgl_attention_decode needs at these sizes (0 on the CPU). */
+  attentionDecodeWorkspace(batch: number, qHeads: number, headDim: number, pageStride: number): number {
+    return Number(this.lib.msgl_attention_decode_workspace(batch, qHeads, headDim, pageStride));
+  }
+
+  /** q/k RMSNorm (when qNorm/kNorm are non-zero), RoPE and KV store on a contiguous merged qkv, in place. */
+  qkNormRopeStore(qkv: DevicePtr, qNorm: DevicePtr, kNorm: DevicePtr, positions: DevicePtr, cosSin: DevicePtr, kCache: DevicePtr,
+    vCache: DevicePtr, slots: DevicePtr, tokens: number, qHeads: number, kvHeads: number, headDim: number, rotaryDim: number,
+    eps: number): void {
+    this.check(this.lib.msgl_qk_norm_rope_store(P(qkv), P(qNorm), P(kNorm), P(positions), P(cosSin), P(kCache), P(vCache), P(slots),
+      tokens, qHeads, kvHeads, headDim, rotaryDim, eps, P(this.stream)), "qk_norm_rope_store");
+  }
+
+  scatterTokens(pool: DevicePtr, rows: DevicePtr, tokens: DevicePtr, n: number): void {
+    this.check(this.lib.msgl_scatter_tokens(P(pool), P(rows), P(tokens), n, P(this.stream)), "scatter_tokens");
+  }
+
+  gatherTokens(out: DevicePtr, pool: DevicePtr, rows: DevicePtr, n: number): void {
+    this.check(this.lib.msgl_gather_tokens(P(out), P(pool), P(rows), n, P(this.stream)), "gather_tokens");
   }
 
   gatherRows(out: DevicePtr, x: DevicePtr, indices: DevicePtr, n: number, dim: number): void {

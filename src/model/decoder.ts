@@ -9,8 +9,6 @@ import { ropeCosSinCache } from "./rope.ts";
 import type { LayerWeights, ModelWeights } from "./weights.ts";
 import { Workspace, type WorkspaceLimits } from "./workspace.ts";
 
-const BF16 = 2;
-
 export interface ForwardOutput {
   logits: DevicePtr; // fp32 [rows, vocab]
   rows: number;
@@ -30,7 +28,7 @@ export class DecoderModel {
     limits: WorkspaceLimits,
     readonly maxPositions: number,
   ) {
-    this.ws = new Workspace(backend, config, limits);
+    this.ws = new Workspace(backend, config, limits, maxPositions);
     const table = ropeCosSinCache(config, maxPositions);
     this.cosSin = backend.alloc(table.byteLength);
     backend.upload(this.cosSin, table);
@@ -44,6 +42,7 @@ export class DecoderModel {
   forward(batch: ForwardBatch, kv: KvStorage, logitsFor: "last" | "all" | readonly number[] = "last"): ForwardOutput {
     validateBatch(batch);
     const { ws, backend, config: c } = this;
+    if (kv.shape.maxSeqLen > ws.maxPageStride) throw new Error(`KV page stride ${kv.shape.maxSeqLen} > ${ws.maxPageStride}`);
     const tokens = batch.inputIds.length;
     const requests = batch.kvLens.length;
     const allPositions = logitsFor === "all";
@@ -88,19 +87,13 @@ export class DecoderModel {
     // Attention: merged QKV projection, then q/k work in place on its q and k sections.
     ops.gemm(ws.qkv, ws.normed, w.qkv, w.qkvBias, tokens, this.qkvDim, h, h, false);
     const q = ws.qkv;
-    const k = ws.qkv + this.qDim * BF16;
-    const v = ws.qkv + (this.qDim + this.kvDim) * BF16;
-    if (w.qNorm) {
-      ops.headRmsnorm(q, w.qNorm, tokens, c.numHeads, c.headDim, this.qkvDim, c.rmsNormEps);
-      ops.headRmsnorm(k, w.kNorm, tokens, c.numKvHeads, c.headDim, this.qkvDim, c.rmsNormEps);
-    }
-    ops.rope(q, k, ws.positions, this.cosSin, tokens, c.numHeads, c.numKvHeads, c.headDim, c.headDim, this.qkvDim, this.qkvDim);
-    ops.storeKv(kv.k[l], kv.v[l], k, v, ws.outSlots, tokens, this.kvDim, this.qkvDim, this.qkvDim);
+    ops.qkNormRopeStore(ws.qkv, w.qNorm ?? 0, w.kNorm ?? 0, ws.positions, this.cosSin, kv.k[l], kv.v[l], ws.outSlots, tokens,
+      c.numHeads, c.numKvHeads, c.headDim, c.headDim, c.rmsNormEps);
     const scale = 1 / Math.sqrt(c.headDim);
     const stride = kv.shape.maxSeqLen;
     if (batch.mode === "decode") {
       ops.attentionDecode(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.kvLens, tokens, c.numHeads,
-        c.numKvHeads, c.headDim, this.qkvDim, scale);
+        c.numKvHeads, c.headDim, this.qkvDim, scale, ws.decodeScratch, ws.decodeScratchBytes);
     } else {
       ops.attentionPrefill(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.qoIndptr, ws.kvLens,
         batch.kvLens.length, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);

@@ -2,6 +2,9 @@
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 import type { ModelConfig } from "./config.ts";
 
+// The KV page table's row length is the context length rounded up to a page; pages are at most this.
+const PAGE_STRIDE_ROUNDING = 1024;
+
 export interface WorkspaceLimits {
   maxTokens: number; // new tokens in one forward (the prefill chunk budget, or the largest decode batch)
   maxRequests: number; // requests in one forward
@@ -26,6 +29,10 @@ export class Workspace {
   readonly kvLens: DevicePtr;
   readonly rows: DevicePtr;
   readonly logitIndices: DevicePtr;
+  readonly decodeScratch: DevicePtr; // split-KV partial results of decode attention
+  readonly decodeScratchBytes: number;
+  /** The largest KV page-table stride the decode scratch is sized for. */
+  readonly maxPageStride: number;
   readonly bytes: number;
   private readonly owned: DevicePtr[] = [];
 
@@ -33,6 +40,7 @@ export class Workspace {
     private readonly backend: Backend,
     c: ModelConfig,
     readonly limits: WorkspaceLimits,
+    maxPositions: number,
   ) {
     const { maxTokens: t, maxRequests: r, maxLogitRows: l } = limits;
     const qkvDim = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
@@ -59,6 +67,9 @@ export class Workspace {
     this.kvLens = alloc(r * 4);
     this.rows = alloc(r * 4);
     this.logitIndices = alloc(l * 4);
+    this.maxPageStride = Math.ceil(maxPositions / PAGE_STRIDE_ROUNDING) * PAGE_STRIDE_ROUNDING;
+    this.decodeScratchBytes = backend.ops.attentionDecodeWorkspace(r, c.numHeads, c.headDim, this.maxPageStride);
+    this.decodeScratch = this.decodeScratchBytes > 0 ? alloc(this.decodeScratchBytes) : 0;
     this.bytes = bytes;
   }
 
