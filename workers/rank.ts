@@ -1,7 +1,9 @@
 // Rank worker: owns one backend and one Engine, fed through the request ring, answering through the
 // result ring (one record and one notify per engine step). Shutdown is cooperative: a Shutdown record or
 // a closed request ring ends every live request with "abort", frees the device and exits.
+import type { Backend } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { CudaBackend } from "../src/backend/cuda.ts";
 import { Engine, type EngineOptions, type StepOutput } from "../src/engine/engine.ts";
 import type { FinishReason } from "../src/engine/request.ts";
 import { SharedRing } from "../src/ipc/ring.ts";
@@ -28,6 +30,8 @@ export interface RankReady {
   eosTokenIds: number[];
   defaults: EngineOptions["defaults"];
   architecture: string;
+  deviceName: string;
+  graphMaxBatch: number; // 0: no CUDA graphs
   startupSeconds: number;
 }
 
@@ -64,14 +68,18 @@ function run(init: RankInit): void {
   const started = performance.now();
   const requests = SharedRing.attach(init.requestRing);
   const results = SharedRing.attach(init.resultRing);
-  if (init.device !== "cpu") throw new Error(`device "${init.device}" is not available yet: the CUDA backend is not built`);
-  const backend = new CpuBackend();
   const log = init.engine.quiet ? () => {} : (line: string) => console.log(`[rank ${init.rank}] ${line}`);
+  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
+  const deviceName = backend instanceof CudaBackend ? `cuda:${init.rank} (${backend.name})` : "cpu";
+  const tBackend = performance.now();
   const engine = Engine.create(backend, { ...init.engine, log });
+  log(`start-up: ${deviceName} ready in ${((tBackend - started) / 1000).toFixed(2)} s, engine (weights, KV, graphs) in ` +
+    `${((performance.now() - tBackend) / 1000).toFixed(2)} s`);
   const ready: RankReady = {
     type: "ready", maxSeqLen: engine.maxSeqLen, vocabSize: engine.model.config.vocabSize,
     kvTotalSlots: engine.kv.pool.totalSlots, maxRunningRequests: init.engine.maxRunningRequests ?? 256,
     eosTokenIds: engine.eosTokenIds, defaults: engine.defaults, architecture: engine.model.config.architecture,
+    deviceName, graphMaxBatch: engine.graphs?.maxBatch ?? 0,
     startupSeconds: (performance.now() - started) / 1000,
   };
   postMessage(ready);

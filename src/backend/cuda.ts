@@ -33,6 +33,7 @@ export class CudaBackend implements Backend {
   readonly stream: number;
   readonly name: string;
   readonly smCount: number;
+  readonly totalMemory: number;
   readonly lt: CublasLt;
   private readonly staging: PinnedStaging;
   private readonly readback: { address: number; host: Uint8Array; event: number }[] = [];
@@ -50,6 +51,7 @@ export class CudaBackend implements Backend {
     cuda.setDevice(device);
     this.name = cuda.deviceName(device);
     this.smCount = cuda.smCount(device);
+    this.totalMemory = cuda.memInfo().total;
     this.stream = cuda.createStream();
     this.ltWorkspace = this.alloc(CUBLASLT_WORKSPACE_BYTES);
     this.lt = new CublasLt(this.ltWorkspace);

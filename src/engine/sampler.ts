@@ -1,11 +1,13 @@
 // Chooses the next token of each row of a logits batch: turns the rows' sampling parameters into the inputs
 // of the native sampling ops (one packed upload), runs penalties → logit bias / bans → sample → log-probs,
-// and downloads the results (one download). Penalties and bias are applied to the logits in place.
+// writes the tokens into the device token pool (the next decode step's inputs) and starts one download of
+// the results, which the caller collects later. Penalties and bias are applied to the logits in place.
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 import { isGreedy, SAMPLING_LIMITS, type SamplingParams } from "./sampling_params.ts";
 
 export interface SamplerRow {
   params: SamplingParams;
+  poolRow: number; // the request's page-table row: where its token goes in the token pool
   seed: number; // uint32 effective seed
   step: number; // tokens generated so far
   promptTokens: ArrayLike<number>;
@@ -23,7 +25,8 @@ export interface SampleResult {
 
 // Per-row parameter sections at the start of the packed input, 4 bytes per row each.
 const Section = {
-  Temperature: 0, TopK: 1, TopP: 2, MinP: 3, Seed: 4, Step: 5, Presence: 6, Frequency: 7, Repetition: 8, Count: 9,
+  Temperature: 0, TopK: 1, TopP: 2, MinP: 3, Seed: 4, Step: 5, Presence: 6, Frequency: 7, Repetition: 8, PoolRow: 9,
+  Count: 10,
 } as const;
 // Penalty entries (row, token, output count) and sparse entries (row, token, value) take 3 words each.
 const ENTRY_WORDS = 3;
@@ -63,6 +66,7 @@ export class Sampler {
     private readonly backend: Backend,
     readonly maxRows: number,
     readonly vocab: number,
+    private readonly tokenPool: DevicePtr,
   ) {
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`Sampler: bad maxRows ${maxRows}`);
     if (!Number.isInteger(vocab) || vocab < 1) throw new Error(`Sampler: bad vocab ${vocab}`);
@@ -74,7 +78,8 @@ export class Sampler {
     this.output = backend.alloc(maxRows * (2 + 2 * SAMPLING_LIMITS.maxTopLogprobs) * 4);
   }
 
-  sample(logits: DevicePtr, rows: SamplerRow[]): SampleResult {
+  /** Launches the sampling of `rows`; the returned function waits for the results. */
+  sample(logits: DevicePtr, rows: SamplerRow[]): () => SampleResult {
     const n = rows.length;
     if (n > this.maxRows) throw new Error(`Sampler: ${n} rows exceed maxRows ${this.maxRows}`);
     const penalties = new Entries();
@@ -95,15 +100,18 @@ export class Sampler {
 
     const ops = this.backend.ops;
     const out = this.output;
-    if (greedy && !logprobs && penalties.length === 0 && sparse.length === 0) {
-      ops.argmax(out, logits, n, this.vocab);
-      return this.download(n, -1);
-    }
-
+    const onlyArgmax = greedy && !logprobs && penalties.length === 0 && sparse.length === 0;
     this.ensureCapacity(Section.Count * n + ENTRY_WORDS * (penalties.length + sparse.length));
     const f32 = new Float32Array(this.staging);
     const i32 = new Int32Array(this.staging);
     const u32 = new Uint32Array(this.staging);
+    if (onlyArgmax) {
+      rows.forEach((row, r) => (i32[r] = row.poolRow));
+      this.backend.upload(this.input, new Uint8Array(this.staging, 0, n * 4));
+      ops.argmax(out, logits, n, this.vocab);
+      ops.scatterTokens(this.tokenPool, this.input, out, n);
+      return this.download(n, -1);
+    }
     rows.forEach((row, r) => {
       const p = row.params;
       f32[Section.Temperature * n + r] = p.temperature;
@@ -115,6 +123,7 @@ export class Sampler {
       f32[Section.Presence * n + r] = p.presencePenalty;
       f32[Section.Frequency * n + r] = p.frequencyPenalty;
       f32[Section.Repetition * n + r] = p.repetitionPenalty;
+      i32[Section.PoolRow * n + r] = row.poolRow;
     });
     let word = Section.Count * n;
     const pack = (e: Entries, values: Int32Array | Float32Array): number => {
@@ -142,6 +151,7 @@ export class Sampler {
     }
     ops.sample(out, logits, n, this.vocab, param(Section.Temperature), param(Section.TopK), param(Section.TopP),
       param(Section.MinP), param(Section.Seed), param(Section.Step));
+    ops.scatterTokens(this.tokenPool, param(Section.PoolRow), out, n);
     // After sample (it needs the chosen tokens); sample leaves the logits unchanged.
     if (logprobs) {
       ops.logprobs(out + n * 4, k > 0 ? out + 2 * n * 4 : 0, k > 0 ? out + (2 + k) * n * 4 : 0, logits, out, n, this.vocab, k);
@@ -179,7 +189,8 @@ export class Sampler {
 
   private ensureCapacity(words: number): void {
     if (words <= this.inputWords) return;
-    // The previous call ended with a download, so no op still reads the old buffer.
+    // Rare (thousands of distinct penalized tokens): wait until no op still reads the old buffer.
+    this.backend.synchronize();
     this.backend.free(this.input);
     this.inputWords = Math.max(words, 2 * this.inputWords);
     this.input = this.backend.alloc(this.inputWords * 4);
@@ -187,16 +198,18 @@ export class Sampler {
   }
 
   /** k < 0: tokens only. */
-  private download(n: number, k: number): SampleResult {
+  private download(n: number, k: number): () => SampleResult {
     const words = k < 0 ? n : (2 + 2 * k) * n;
-    const host = new ArrayBuffer(words * 4);
-    this.backend.download(new Uint8Array(host), this.output);
-    const result: SampleResult = { tokens: new Int32Array(host, 0, n), topK: Math.max(k, 0) };
-    if (k >= 0) result.logprobs = new Float32Array(host, n * 4, n);
-    if (k > 0) {
-      result.topIds = new Int32Array(host, 2 * n * 4, n * k);
-      result.topLogprobs = new Float32Array(host, (2 + k) * n * 4, n * k);
-    }
-    return result;
+    const wait = this.backend.downloadLater(this.output, words * 4);
+    return () => {
+      const host = wait().buffer as ArrayBuffer;
+      const result: SampleResult = { tokens: new Int32Array(host, 0, n), topK: Math.max(k, 0) };
+      if (k >= 0) result.logprobs = new Float32Array(host, n * 4, n);
+      if (k > 0) {
+        result.topIds = new Int32Array(host, 2 * n * 4, n * k);
+        result.topLogprobs = new Float32Array(host, (2 + k) * n * 4, n * k);
+      }
+      return result;
+    };
   }
 }

@@ -2,7 +2,7 @@
 // merged while loading, tied embeddings shared; or random (`dummyWeight`) from the config alone.
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 import type { ModelConfig } from "./config.ts";
-import { Checkpoint, toBf16, type TensorView } from "./safetensors.ts";
+import { Checkpoint, toBf16, type TensorToWrite, type TensorView } from "./safetensors.ts";
 
 export interface LayerWeights {
   inputNorm: DevicePtr;
@@ -119,4 +119,31 @@ export function freeWeights(backend: Backend, w: ModelWeights): void {
   const all = [w.embed, w.finalNorm, ...w.layers.flatMap((l) => Object.values(l))];
   if (w.lmHead !== w.embed) all.push(w.lmHead);
   for (const p of all) if (p) backend.free(p);
+}
+
+/** The device weights as HF-named bf16 tensors (merged ones split again), e.g. to hand dummy weights to
+ * another implementation. */
+export function checkpointTensors(backend: Backend, config: ModelConfig, w: ModelWeights): TensorToWrite[] {
+  const out: TensorToWrite[] = [];
+  const take = (plan: WeightPlan, src: DevicePtr) => {
+    let offset = 0;
+    for (const part of plan.parts) {
+      const data = new Uint8Array(count(part.shape) * 2);
+      backend.download(data, src + offset);
+      offset += data.byteLength;
+      out.push({ name: part.name, dtype: "BF16", shape: part.shape, data });
+    }
+  };
+  const { vocabSize: v, hiddenSize: h } = config;
+  take({ kind: "matrix", parts: [{ name: "model.embed_tokens.weight", shape: [v, h] }] }, w.embed);
+  w.layers.forEach((layer, i) => {
+    const plans = layerPlans(config, i);
+    for (const key of Object.keys(plans) as (keyof LayerWeights)[]) {
+      const plan = plans[key];
+      if (plan) take(plan, layer[key]);
+    }
+  });
+  take({ kind: "norm", parts: [{ name: "model.norm.weight", shape: [h] }] }, w.finalNorm);
+  if (!config.tieWordEmbeddings) take({ kind: "matrix", parts: [{ name: "lm_head.weight", shape: [v, h] }] }, w.lmHead);
+  return out;
 }
