@@ -22,16 +22,20 @@ export class PinnedStaging {
     this.bytes = new Uint8Array(toArrayBuffer(this.base as unknown as Pointer, 0, size));
   }
 
-  /** Copies `src` into pinned memory and enqueues its copy to `dst` on `stream`. */
+  /** Copies `src` into pinned memory and enqueues its copy to `dst` on `stream`, in pieces of at most a
+   * quarter of the ring (weights are uploaded through here too). */
   upload(dst: number, src: ArrayBufferView, stream: number): void {
-    const n = src.byteLength;
-    if (n > this.size) throw new Error(`upload of ${n} bytes exceeds the ${this.size}-byte pinned staging ring`);
-    const at = this.reserve(n);
-    this.bytes.set(new Uint8Array(src.buffer, src.byteOffset, n), at);
-    cuda.memcpyAsync(dst, this.base + at, n, 1, stream);
-    const event = this.idleEvents.pop() ?? cuda.createEvent();
-    cuda.record(event, stream);
-    this.inflight.push({ start: at, end: at + n, event });
+    const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    const piece = this.size / 4;
+    for (let done = 0; done < bytes.byteLength; done += piece) {
+      const part = bytes.subarray(done, Math.min(done + piece, bytes.byteLength));
+      const at = this.reserve(part.byteLength);
+      this.bytes.set(part, at);
+      cuda.memcpyAsync(dst + done, this.base + at, part.byteLength, 1, stream);
+      const event = this.idleEvents.pop() ?? cuda.createEvent();
+      cuda.record(event, stream);
+      this.inflight.push({ start: at, end: at + part.byteLength, event });
+    }
   }
 
   /** 256-byte aligned room for n bytes whose previous copies have finished. */
