@@ -1,6 +1,6 @@
 """Trains minisgl's embedded default model (models/default) from scratch, on the GPU machine.
 
-    python3 scripts/default_model/train.py --data build/default_model_data --out $OUT/model [--max-minutes 9]
+    python3 scripts/default_model/train.py --data build/default_model_data --out $OUT/model [--max-minutes 7.5]
     python3 scripts/default_model/train.py --data build/default_model_data --out $OUT/smoke --smoke
     python3 scripts/default_model/train.py --data build/default_model_data --verify models/default
 
@@ -135,7 +135,7 @@ def val_loss(model, stream, seq_len, windows, batch, device):
         idx = starts[:, None] + torch.arange(seq_len + 1, device=device)[None]
         chunk = stream[idx]
         with autocast(device):
-            logits = model(input_ids=chunk[:, :-1]).logits
+            logits = model(input_ids=chunk[:, :-1], use_cache=False).logits
         total += F.cross_entropy(logits.float().flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum").item()
         count += chunk[:, 1:].numel()
     model.train(was_training)
@@ -149,7 +149,6 @@ def train(args):
     random.seed(r["seed"])
     torch.manual_seed(r["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = True
     t0 = time.time()
     train_docs, train_sha = read_docs(args.data, "train")
     val_docs, val_sha = read_docs(args.data, "val")
@@ -188,7 +187,7 @@ def train(args):
         starts = torch.randint(0, len(train_ids) - r["seq_len"] - 1, (r["batch"], 1), generator=gen).to(device)
         chunk = train_ids[starts + offsets]
         with autocast(device):
-            logits = model(input_ids=chunk[:, :-1]).logits
+            logits = model(input_ids=chunk[:, :-1], use_cache=False).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), chunk[:, 1:].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -202,8 +201,12 @@ def train(args):
                 t_mark = time.time()
             else:
                 rate = (r["measure"][1] - r["measure"][0]) * step_tokens / (time.time() - t_mark)
-                print(f"throughput: {rate:,.0f} tokens/s; {r['steps']} steps take about "
-                      f"{r['steps'] * step_tokens / rate / 60:.1f} min", flush=True)
+                minutes = r["steps"] * step_tokens / rate / 60
+                print(f"throughput: {rate:,.0f} tokens/s; {r['steps']} steps take about {minutes:.1f} min", flush=True)
+                if minutes > args.max_minutes:
+                    fit = int(args.max_minutes * 60 * rate / step_tokens * 0.95)
+                    print(f"WARNING: that is over --max-minutes {args.max_minutes}: the cap will cut the cosine schedule short; "
+                          f"rerun with --steps {fit} for a complete schedule", flush=True)
         if done % r["log_every"] == 0 or done == r["steps"]:
             item = {"step": done, "loss": round(loss.item(), 4), "lr": lr_at(step, r), "minutes": round((time.time() - t_train) / 60, 2)}
             log.append(item)
@@ -281,7 +284,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="build/default_model_data", help="folder with {train,val}.txt[.xz]")
     p.add_argument("--out", help="output folder (six files)")
-    p.add_argument("--max-minutes", type=float, default=9.0, help="wall-clock cap on the training loop")
+    p.add_argument("--max-minutes", type=float, default=7.5, help="wall-clock cap on the training loop (a device command may run 10 min)")
     p.add_argument("--steps", type=int, help="override the recipe's step count")
     p.add_argument("--smoke", action="store_true", help="a few steps on a slice of the data, to check the pipeline")
     p.add_argument("--verify", metavar="DIR", help="recompute the val loss of the model in DIR")
