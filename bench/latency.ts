@@ -1,0 +1,182 @@
+// `bun run bench:latency`: one model, one prefill of --prefill-batch × --input-len tokens, then decode steps
+// at every --batch × --context (KV filled with random values; a step adds one token to a KV of `context`
+// tokens), each forward run the engine's way (bench/engine_forward.ts: graph replay where the engine
+// replays). Reports ms per prefill and per decode step beside the roofline of the model on the GPU.
+import type { Backend } from "../src/backend/backend.ts";
+import { KvStorage } from "../src/cache/kv_storage.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import type { ForwardBatch } from "../src/model/forward_batch.ts";
+import { loadModel } from "../src/model/load.ts";
+import { openBackend } from "./device_backend.ts";
+import { EngineForward } from "./engine_forward.ts";
+import * as flag from "./flags.ts";
+import { defaultDevice, gpuName, hardwareLabel } from "./hardware.ts";
+import { benchModelDir } from "./model_dir.ts";
+import { forwardCost, modelCost, type ModelCost } from "./model_cost.ts";
+import { MAX_PROMPT_TOKEN_ID } from "./offline_workload.ts";
+import { PyRandom } from "./py_random.ts";
+import { appendRecord, recordHead } from "./record.ts";
+import { forwardFloorSeconds, gpuSpec, type GpuSpec } from "./roofline.ts";
+import { median } from "./stats.ts";
+import * as units from "./units.ts";
+
+const FLAGS: flag.FlagDef[] = [
+  { name: "model", value: "dir|id", help: "Model directory or Hugging Face id (a config-only Qwen dir works with --dummy-weight)" },
+  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when nvidia-smi sees a GPU, else cpu)" },
+  { name: "dummy-weight", help: "Random weights from config.json alone" },
+  { name: "batch", value: "b1,b2,...", help: "Decode batch sizes", default: "1,64" },
+  { name: "context", value: "l1,l2,...", help: "KV length of each decode request (the new token included)", default: "1024" },
+  { name: "prefill-batch", value: "n", help: "Requests in the prefill", default: "1" },
+  { name: "input-len", value: "n", help: "Prompt tokens per prefill request", default: "1024" },
+  { name: "steps", value: "n", help: "Timed decode steps per configuration (median reported)", default: "20" },
+  { name: "warmup-steps", value: "n", help: "Untimed steps before timing", default: "3" },
+  { name: "cuda-graph-max-bs", value: "n", help: "Largest decode batch replayed from a CUDA graph; 0 disables (cuda)", default: "256" },
+  { name: "seed", value: "n", help: "Seed of the input ids and dummy weights", default: "0" },
+  { name: "json", help: "Print one JSON line (the table goes to stderr)" },
+  { name: "record", value: "file", help: "Append the JSON result to this JSON-lines file (e.g. bench/results.jsonl)" },
+];
+
+/** Median wall time of `run` in ms over `steps` runs after `warmup`, the device synchronized around each. */
+function timeMs(backend: Backend, run: () => void, steps: number, warmup: number): number {
+  for (let i = 0; i < warmup; i++) run();
+  backend.synchronize();
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    run();
+    backend.synchronize();
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+/** `batch` requests of `newTokens` each over KV rows 0..batch−1, request r at slots [r·kvLen, (r+1)·kvLen). */
+function forwardBatch(random: PyRandom, batch: number, newTokens: number, kvLen: number): ForwardBatch {
+  const t = batch * newTokens;
+  const b: ForwardBatch = {
+    mode: newTokens === 1 ? "decode" : "prefill",
+    inputIds: Int32Array.from({ length: t }, () => random.randint(0, MAX_PROMPT_TOKEN_ID)),
+    positions: new Int32Array(t),
+    outSlots: new Int32Array(t),
+    qoIndptr: Int32Array.from({ length: batch + 1 }, (_, r) => r * newTokens),
+    kvLens: new Int32Array(batch).fill(kvLen),
+    rows: Int32Array.from({ length: batch }, (_, r) => r),
+  };
+  for (let r = 0; r < batch; r++) {
+    for (let i = 0; i < newTokens; i++) {
+      const position = kvLen - newTokens + i;
+      b.positions[r * newTokens + i] = position;
+      b.outSlots[r * newTokens + i] = r * kvLen + position;
+    }
+  }
+  return b;
+}
+
+function writeRows(kv: KvStorage, batch: number, kvLen: number): void {
+  for (let r = 0; r < batch; r++) kv.writePageTable(r, 0, Int32Array.from({ length: kvLen }, (_, j) => r * kvLen + j));
+}
+
+interface Floor {
+  flops: number;
+  bytes: number;
+  roofline_ms: number | null;
+}
+
+function floor(cost: ModelCost, gpu: GpuSpec | null, batch: number, newTokens: number, kvLen: number): Floor {
+  const { flops, bytes } = forwardCost(cost, batch, newTokens, kvLen);
+  return { flops, bytes, roofline_ms: gpu ? 1000 * forwardFloorSeconds(cost, gpu, batch, newTokens, kvLen) : null };
+}
+
+function kvFor(backend: Backend, c: ModelConfig, slots: number, rows: number, maxSeqLen: number, seed: number): KvStorage {
+  const kv = new KvStorage(backend, { layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim, slots, rows, maxSeqLen });
+  const elements = slots * c.numKvHeads * c.headDim;
+  for (let l = 0; l < c.numLayers; l++) {
+    backend.ops.fillRandom(kv.k[l], elements, seed + 2 * l, 0, 1);
+    backend.ops.fillRandom(kv.v[l], elements, seed + 2 * l + 1, 0, 1);
+  }
+  return kv;
+}
+
+async function main(): Promise<void> {
+  const f = flag.parseFlags(process.argv.slice(2), "bun run bench:latency", "prefill and decode-step latency beside the roofline", FLAGS);
+  const device = flag.str(f, "device") === undefined ? defaultDevice() : flag.choice(f, "device", ["cpu", "cuda"] as const);
+  const dummyWeight = flag.bool(f, "dummy-weight");
+  const modelDir = await benchModelDir(flag.requiredStr(f, "model"), dummyWeight);
+  const batches = flag.intList(f, "batch", 1);
+  const contexts = flag.intList(f, "context", 1);
+  const prefillBatch = flag.int(f, "prefill-batch", 1);
+  const inputLen = flag.int(f, "input-len", 2);
+  const steps = flag.int(f, "steps", 1);
+  const warmup = flag.int(f, "warmup-steps", 0);
+  const seed = flag.int(f, "seed", 0);
+  const json = flag.bool(f, "json");
+  const say = (line: string) => (json ? console.error(line) : console.log(line));
+  const hardware = hardwareLabel(device);
+  const gpu = device === "cuda" ? gpuSpec(gpuName()) : null;
+
+  const backend = openBackend(device);
+  const maxBatch = Math.max(prefillBatch, ...batches);
+  const maxSeqLen = Math.max(inputLen, ...contexts);
+  const { model, config, loadSeconds, maxSeqLen: modelMax } = loadModel(backend, {
+    modelDir, dummyWeight, seed, maxSeqLen, maxTokens: Math.max(prefillBatch * inputLen, maxBatch), maxRequests: maxBatch,
+    maxLogitRows: maxBatch,
+  });
+  if (maxSeqLen > modelMax) throw new flag.BenchFlagError(`--context / --input-len ${maxSeqLen} exceed the model's context ${modelMax}`);
+  const slots = Math.max(prefillBatch * inputLen, ...batches.flatMap((b) => contexts.map((l) => b * l)));
+  const kv = kvFor(backend, config, slots, maxBatch + 1, maxSeqLen, seed);
+  const forward = new EngineForward(backend, model, kv, flag.int(f, "cuda-graph-max-bs", 0));
+  const cost = modelCost(config);
+  const random = new PyRandom(seed);
+  try {
+    writeRows(kv, prefillBatch, inputLen);
+    const prefill = forwardBatch(random, prefillBatch, inputLen, inputLen);
+    const prefillMs = timeMs(backend, () => forward.run(prefill), Math.max(1, Math.ceil(steps / 4)), Math.min(1, warmup));
+    const prefillFloor = floor(cost, gpu, prefillBatch, inputLen, inputLen);
+    const decode = [];
+    for (const batch of batches) {
+      for (const context of contexts) {
+        writeRows(kv, batch, context);
+        const b = forwardBatch(random, batch, 1, context);
+        const ms = timeMs(backend, () => forward.run(b), steps, warmup);
+        decode.push({ batch, context, step_ms: ms, tokens_per_s: (1000 * batch) / ms, graph_replay: forward.replays(batch),
+          weight_bytes: cost.weightBytesPerStep, kv_bytes: batch * context * cost.kvBytesPerToken, ...floor(cost, gpu, batch, 1, context) });
+      }
+    }
+
+    const pct = (roofMs: number | null, ms: number) => (roofMs === null ? "n/a" : `${((100 * roofMs) / ms).toFixed(0)}%`);
+    const roofLabel = (roofMs: number | null) => (roofMs === null ? `n/a (${device === "cpu" ? "cpu" : `no spec for ${hardware}`})` : `${roofMs.toFixed(3)} ms`);
+    say(`bench:latency — ${config.architecture} from ${modelDir}${dummyWeight ? " (dummy weights)" : ""}, loaded in ${loadSeconds.toFixed(2)} s; ` +
+      `device ${device} on ${hardware}; forward only (embedding → LM-head logits; sampling is in bench:kernels); ` +
+      `median of ${steps} decode steps after ${warmup} warm-up`);
+    say(`prefill ${prefillBatch} × ${inputLen} tokens: ${prefillMs.toFixed(3)} ms (${((1000 * prefillBatch * inputLen) / prefillMs).toFixed(0)} tok/s); ` +
+      `${units.flops(prefillFloor.flops)}, ${units.bytes(prefillFloor.bytes)} moved; roofline ${roofLabel(prefillFloor.roofline_ms)}; at ${pct(prefillFloor.roofline_ms, prefillMs)} of it`);
+    say(`${"batch".padStart(6)} ${"context".padStart(8)} ${"ms/step".padStart(10)} ${"tok/s".padStart(10)} ${"graph".padStart(6)} ` +
+      `${"weights".padStart(10)} ${"KV read".padStart(10)} ${"roofline".padStart(16)} ${"% of it".padStart(8)}`);
+    for (const d of decode) {
+      say(`${String(d.batch).padStart(6)} ${String(d.context).padStart(8)} ${d.step_ms.toFixed(3).padStart(10)} ${d.tokens_per_s.toFixed(0).padStart(10)} ` +
+        `${(d.graph_replay ? "yes" : "no").padStart(6)} ${units.bytes(d.weight_bytes).padStart(10)} ${units.bytes(d.kv_bytes).padStart(10)} ` +
+        `${roofLabel(d.roofline_ms).padStart(16)} ${pct(d.roofline_ms, d.step_ms).padStart(8)}`);
+    }
+    const row = {
+      ...recordHead("latency", device, hardware, "bench:latency"),
+      model: flag.requiredStr(f, "model"),
+      architecture: config.architecture,
+      dummy_weight: dummyWeight,
+      gpu_spec: gpu,
+      prefill: { batch: prefillBatch, input_len: inputLen, ms: prefillMs, tokens_per_s: (1000 * prefillBatch * inputLen) / prefillMs, ...prefillFloor },
+      decode,
+      steps,
+      warmup_steps: warmup,
+    };
+    if (json) console.log(JSON.stringify(row));
+    const record = flag.str(f, "record");
+    if (record) appendRecord(record, row);
+  } finally {
+    forward.close();
+    kv.free();
+    model.free();
+    backend.close();
+  }
+}
+
+flag.runMain(main);
