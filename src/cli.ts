@@ -1,7 +1,10 @@
 // Command line: `bun run serve` (the OpenAI-compatible server) and `bun run generate` (greedy text from a
-// local model directory on the CPU backend, without the engine).
+// local model directory on the CPU backend, without the engine; with --tp > 1 through the rank workers).
 import { cac } from "cac";
 import { CpuBackend } from "./backend/cpu.ts";
+import { EngineClient } from "./engine/client.ts";
+import { RequestStream } from "./engine/request_stream.ts";
+import { resolveSamplingParams, type SamplingParams } from "./engine/sampling_params.ts";
 import { loadModel } from "./model/load.ts";
 import { argmax, SingleSequence } from "./model/sequence.ts";
 import { checkBunVersion } from "./runtime.ts";
@@ -18,10 +21,40 @@ interface GenerateOptions {
   prompt: string;
   maxTokens: number;
   dummyWeight?: boolean;
+  tp: number;
+}
+
+/** Greedy generation by the tensor-parallel rank workers (the engine), streamed as it decodes. */
+async function generateParallel(o: GenerateOptions): Promise<void> {
+  const tokenizer = await TextTokenizer.load(o.model);
+  const promptIds = await tokenizer.encode(String(o.prompt));
+  if (promptIds.length === 0) throw new Error("--prompt is empty");
+  const started = performance.now();
+  const client = await EngineClient.start("cpu", {
+    modelDir: o.model, dummyWeight: o.dummyWeight, eosTokenIds: tokenizer.eosTokenIds, quiet: true, maxRunningRequests: 1,
+    maxSeqLen: promptIds.length + o.maxTokens,
+  }, { tp: o.tp });
+  console.error(`loaded ${client.info.architecture} from ${o.model} on ${o.tp} ranks in ` +
+    `${((performance.now() - started) / 1000).toFixed(2)} s (cpu)`);
+  try {
+    const params = resolveSamplingParams({ maxTokens: o.maxTokens, temperature: 0 }, client.info.defaults as SamplingParams,
+      client.info.vocabSize);
+    const t0 = performance.now();
+    const stream = new RequestStream(client, tokenizer, 1, promptIds, params);
+    for await (const step of stream.updates()) for (const u of step) process.stdout.write(u.text);
+    process.stdout.write("\n");
+    const generated = stream.completionTokens;
+    const seconds = (performance.now() - t0) / 1000;
+    console.error(`${generated} tokens in ${seconds.toFixed(2)} s (${(generated / seconds).toFixed(1)} tok/s)`);
+  } finally {
+    await client.close();
+  }
 }
 
 async function generate(o: GenerateOptions): Promise<void> {
   if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new Error(`--max-tokens must be an integer ≥ 1`);
+  if (!Number.isInteger(o.tp) || o.tp < 1) throw new FlagError(`--tp must be an integer ≥ 1 (got ${o.tp})`);
+  if (o.tp > 1) return generateParallel(o);
   const backend = new CpuBackend();
   const tokenizer = await TextTokenizer.load(o.model);
   const promptIds = await tokenizer.encode(String(o.prompt));
@@ -60,6 +93,7 @@ function main(): void {
     .option("--prompt <text>", "Prompt text (no chat template)", { default: "Once upon a time" })
     .option("--max-tokens <n>", "Tokens to generate", { default: 32 })
     .option("--dummy-weight", "Random weights from config.json alone")
+    .option("--tp <n>", "Tensor-parallel ranks (one Worker each)", { default: 1 })
     .action(async (o: GenerateOptions) => {
       if (!o.model) throw new Error("--model is required");
       await generate(o);
@@ -79,11 +113,13 @@ function main(): void {
     .command("shell", "Interactive chat in the terminal (/reset, /exit)")
     .option("--model <id>", "Local model directory or Hugging Face id")
     .option("--device <cpu|cuda>", "Backend", { default: "cpu" })
-    .action(async (o: { device: string }) => {
+    .option("--tp <n>", "Tensor-parallel ranks (one Worker each)", { default: 1 })
+    .action(async (o: { device: string; tp: number }) => {
       const model = rawFlag(process.argv, ["model", "model-path"]);
       if (!model) throw new FlagError("--model is required");
       if (o.device !== "cpu" && o.device !== "cuda") throw new FlagError(`--device must be cpu or cuda (got ${o.device})`);
-      await runShell(await resolveModel(model, { onProgress: progressPrinter() }), o.device);
+      if (!Number.isInteger(o.tp) || o.tp < 1) throw new FlagError(`--tp must be an integer ≥ 1 (got ${o.tp})`);
+      await runShell(await resolveModel(model, { onProgress: progressPrinter() }), o.device, o.tp);
     });
   cli.help();
   cli.parse(process.argv, { run: false });

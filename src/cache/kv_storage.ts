@@ -16,6 +16,8 @@ export class KvStorage {
   readonly v: DevicePtr[] = [];
   readonly pageTable: DevicePtr;
   readonly bytes: number;
+  /** Called after every page-table write (rank 0 of a tensor-parallel group forwards them to its peers). */
+  onPageTableWrite: ((row: number, start: number, slots: Int32Array) => void) | null = null;
 
   constructor(
     private readonly backend: Backend,
@@ -37,6 +39,7 @@ export class KvStorage {
       throw new Error(`page table write out of range: row ${row}, [${start}, ${start + slots.length})`);
     }
     this.backend.upload(this.pageTable + (row * this.shape.maxSeqLen + start) * 4, slots);
+    this.onPageTableWrite?.(row, start, slots);
   }
 
   free(): void {

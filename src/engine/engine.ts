@@ -13,6 +13,8 @@ import { generationDefaults } from "./generation_defaults.ts";
 import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "./sampling_params.ts";
 import { Scheduler, type ScheduledStep } from "./scheduler.ts";
 import { StepLogger } from "./step_logger.ts";
+import type { RankLeader } from "./rank_group.ts";
+import type { StepPublisher } from "./step_publisher.ts";
 
 export interface EngineOptions {
   modelDir: string;
@@ -84,6 +86,8 @@ export class Engine {
   readonly overlap: boolean;
   /** Overlap scheduling: the step whose sampled tokens are not post-processed yet. */
   private inflight: { step: ScheduledStep; result: SampleResult | null } | null = null;
+  /** Tensor parallelism: sends each forward's plan to the other ranks. */
+  private publisher: StepPublisher | null = null;
 
   private constructor(
     private readonly backend: Backend,
@@ -110,7 +114,8 @@ export class Engine {
     this.overlap = o.overlap ?? process.env.MINISGL_DISABLE_OVERLAP_SCHEDULING !== "1";
   }
 
-  static create(backend: Backend, o: EngineOptions): Engine {
+  /** `tp`: this engine is rank 0 of a tensor-parallel group (src/engine/rank_group.ts). */
+  static create(backend: Backend, o: EngineOptions, tp: RankLeader | null = null): Engine {
     const pageSize = o.pageSize ?? 1;
     const maxRunning = o.maxRunningRequests ?? 256;
     const maxPrefill = o.maxPrefillLength ?? 8192;
@@ -119,17 +124,23 @@ export class Engine {
     }
     const loaded = loadModel(backend, {
       modelDir: o.modelDir, dummyWeight: o.dummyWeight, maxSeqLen: o.maxSeqLen,
-      maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning,
+      maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning, comm: tp?.comm,
     });
     const c = loaded.config;
     const kvTokens = o.numPages ? o.numPages * pageSize : (o.kvTokens ?? Math.min(65536, maxRunning * loaded.maxSeqLen));
     const slots = Math.max(pageSize, Math.floor(kvTokens / pageSize) * pageSize);
     const storage = new KvStorage(backend, {
-      layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim, slots,
+      layers: c.numLayers, kvHeads: loaded.model.shard.kvHeads, headDim: c.headDim, slots,
       rows: maxRunning + 1, // + the padding row CUDA graphs use
       maxSeqLen: Math.ceil(loaded.maxSeqLen / pageSize) * pageSize, // rows hold whole pages
     });
-    return new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen);
+    const engine = new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen);
+    if (tp) {
+      tp.publisher.setup({ maxPositions: loaded.maxSeqLen, limits: loaded.model.ws.limits, kv: storage.shape });
+      storage.onPageTableWrite = (row, start, slots) => tp.publisher.pageTableWrite(row, start, slots);
+      engine.publisher = tp.publisher;
+    }
+    return engine;
   }
 
   /** Validates and queues one prompt (n samples get uids uid … uid+n−1); returns an error message instead
@@ -230,15 +241,19 @@ export class Engine {
   }
 
   private run(step: ScheduledStep): SampleResult | null {
-    const out = this.model.forward(step.batch, this.storage, step.sampleRows);
-    if (step.sampleRows.length === 0) return null;
-    return this.sampler.sample(out.logits, step.sampleRows.map((b) => {
+    const sampling = step.sampleRows.length === 0 ? null : this.sampler.plan(step.sampleRows.map((b) => {
       const r = step.requests[b];
       const banned = r.generated < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
       // Only penalties read the output; skip copying it (with a pending token) for every other row.
       const outputTokens = hasPenalties(r.params) ? r.generatedTokens() : r.output;
       return { params: r.params, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens, banned };
     }));
+    this.publisher?.publish(step.batch, step.sampleRows, sampling);
+    const out = this.model.forward(step.batch, this.storage, step.sampleRows);
+    if (!sampling) return null;
+    const result = this.sampler.run(out.logits, sampling);
+    this.publisher?.sampled(result.tokens);
+    return result;
   }
 
   /** Appends a sampled token, ends the request when it is done, and describes it for the owner. */
@@ -301,7 +316,9 @@ export class Engine {
     return this.requests.size;
   }
 
+  /** Frees the device memory; rank 0 of a tensor-parallel group first tells the other ranks to stop. */
   close(): void {
+    this.publisher?.shutdown();
     this.model.free();
     this.storage.free();
   }
