@@ -17,6 +17,8 @@ export interface LLMOptions {
   maxRunningRequests?: number;
   maxSeqLen?: number;
   numPages?: number;
+  memoryRatio?: number; // cuda: share of GPU memory for weights + activations + KV (default 0.9)
+  cudaGraphMaxBs?: number; // cuda: largest decode batch replayed from a CUDA graph; 0 disables
   dummyWeight?: boolean;
   log?: boolean; // engine log lines (default false for the offline API)
 }
@@ -53,7 +55,8 @@ export class LLM {
     const client = await EngineClient.start(o.device ?? "cpu", {
       modelDir: o.model, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache,
       maxPrefillLength: o.maxPrefillLength, maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen,
-      numPages: o.numPages, eosTokenIds: tokenizer.eosTokenIds, quiet: !o.log,
+      numPages: o.numPages, memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
+      eosTokenIds: tokenizer.eosTokenIds, quiet: !o.log,
     }, { tp: o.tp ?? 1 });
     return new LLM(client, tokenizer);
   }

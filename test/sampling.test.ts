@@ -16,7 +16,7 @@ afterAll(() => {
 });
 
 function newSampler(maxRows: number, vocab: number): Sampler {
-  const s = new Sampler(backend, maxRows, vocab);
+  const s = new Sampler(backend, maxRows, vocab, device(new Int32Array(maxRows)));
   samplers.push(s);
   return s;
 }
@@ -37,6 +37,7 @@ function downloadF32(p: DevicePtr, n: number): Float32Array {
 function row(vocab: number, params: SamplingParamsInput, seed: number, step: number, extra: Partial<SamplerRow> = {}): SamplerRow {
   return {
     params: resolveSamplingParams(params, DEFAULT_SAMPLING_PARAMS, vocab),
+    poolRow: 0,
     seed,
     step,
     promptTokens: [],
@@ -202,7 +203,7 @@ function draw(params: SamplingParamsInput, seed = 20240601): number[] {
   const counts = new Array<number>(vocab).fill(0);
   for (let start = 0; start < DRAWS; start += CHUNK) {
     const rows = Array.from({ length: CHUNK }, (_, r) => row(vocab, params, seed, start + r));
-    for (const t of sampler.sample(logits, rows).tokens) counts[t]++;
+    for (const t of sampler.sample(logits, rows)().tokens) counts[t]++;
   }
   return counts;
 }
@@ -275,10 +276,10 @@ describe("Sampler", () => {
     const expected = [0, 1, 2, 3].map((r) => argmax(host.subarray(r * vocab, (r + 1) * vocab)));
     expect(expected[2]).toBe(5);
     const greedy = [0, 1, 2, 3].map((r) => row(vocab, { temperature: 0 }, r, 0));
-    expect(Array.from(sampler.sample(logits, greedy).tokens)).toEqual(expected);
+    expect(Array.from(sampler.sample(logits, greedy)().tokens)).toEqual(expected);
     // A logprobs row sends the batch down the full path; the greedy answers must not change.
     greedy[1] = row(vocab, { temperature: 0, logprobs: true }, 1, 0);
-    const full = sampler.sample(logits, greedy);
+    const full = sampler.sample(logits, greedy)();
     expect(Array.from(full.tokens)).toEqual(expected);
     expect(full.logprobs).toBeDefined();
   });
@@ -304,7 +305,7 @@ describe("Sampler", () => {
         batch.forEach((_, i) => host.set(others[(i + position) % 4], i * vocab));
         host.set(mine, position * vocab);
         batch.push(row(vocab, params, seed, step));
-        results.add(sampler.sample(device(host), batch).tokens[position]);
+        results.add(sampler.sample(device(host), batch)().tokens[position]);
       }
       expect(results.size).toBe(1);
       expect([...results][0]).toBe(referenceDraw(mine, params, seed, step));
@@ -315,8 +316,8 @@ describe("Sampler", () => {
     const vocab = 1000;
     const sampler = newSampler(200, vocab);
     const logits = device(new Float32Array(200 * vocab)); // uniform
-    const bySteps = sampler.sample(logits, Array.from({ length: 200 }, (_, i) => row(vocab, {}, 5, i))).tokens;
-    const bySeeds = sampler.sample(logits, Array.from({ length: 200 }, (_, i) => row(vocab, {}, i, 5))).tokens;
+    const bySteps = sampler.sample(logits, Array.from({ length: 200 }, (_, i) => row(vocab, {}, 5, i)))().tokens;
+    const bySeeds = sampler.sample(logits, Array.from({ length: 200 }, (_, i) => row(vocab, {}, i, 5)))().tokens;
     // 200 uniform draws from 1000 tokens: about 181 distinct expected.
     expect(new Set(bySteps).size).toBeGreaterThan(160);
     expect(new Set(bySeeds).size).toBeGreaterThan(160);
@@ -370,7 +371,7 @@ describe("Sampler", () => {
         0, 4, { promptTokens: [2, 3, 3], outputTokens: [0, 2, 2, 5], banned: [5] }),
       row(vocab, { temperature: 0, presencePenalty: 0.5 }, 0, 3, { promptTokens: [6, 7], outputTokens: [7, 7, 3] }),
     ];
-    const result = sampler.sample(logits, rows);
+    const result = sampler.sample(logits, rows)();
     const after = downloadF32(logits, 2 * vocab);
     const expected = [
       // 1/1.3 − (0.25 + 0.4), 0.5 + 2.5, 2/1.3 − (0.5 + 0.4), −1·1.3, 0 − 1, banned, unchanged, unchanged
@@ -410,7 +411,7 @@ describe("Sampler", () => {
     for (let r = 0; r < n; r++) host.set([8, 7.5, ...new Array<number>(vocab - 2).fill(0)], r * vocab);
     const sampler = newSampler(n, vocab);
     const tokens = sampler.sample(device(host), Array.from({ length: n }, (_, i) =>
-      row(vocab, { temperature: 1.5, topK: 4 }, 77, i, { banned: [0, 1] }))).tokens;
+      row(vocab, { temperature: 1.5, topK: 4 }, 77, i, { banned: [0, 1] })))().tokens;
     expect(tokens.includes(0) || tokens.includes(1)).toBe(false);
     expect(new Set(tokens).size).toBe(4); // top-4 of what is left: 2, 3, 4, 5 (ties by lower id)
   });
@@ -424,7 +425,7 @@ describe("Sampler", () => {
       row(vocab, { temperature: 0.5, logprobs: true, topLogprobs: 3 }, 1, 0),
       row(vocab, { temperature: 1, topLogprobs: 5, logitBias: { 5: 4 } }, 2, 0),
       row(vocab, { temperature: 0 }, 3, 0),
-    ]);
+    ])();
     expect(result.topK).toBe(5);
     const rowsLogits = [base, base.map((l, i) => (i === 5 ? l + 4 : l)), base];
     const expectedTop = [[1, 3, 4, 7, 0], [1, 3, 4, 5, 7], [1, 3, 4, 7, 0]];
@@ -444,7 +445,7 @@ describe("Sampler", () => {
     host[4242] = 5;
     const promptTokens = Array.from({ length: vocab }, (_, i) => i);
     const logits = device(host);
-    const result = sampler.sample(logits, [row(vocab, { temperature: 0, repetitionPenalty: 2 }, 0, 0, { promptTokens })]);
+    const result = sampler.sample(logits, [row(vocab, { temperature: 0, repetitionPenalty: 2 }, 0, 0, { promptTokens })])();
     expect(result.tokens[0]).toBe(4242);
     expect(downloadF32(logits, vocab)[4242]).toBeCloseTo(2.5, 6);
   });

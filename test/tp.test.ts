@@ -9,7 +9,9 @@ import { EngineClient, EngineFailed } from "../src/engine/client.ts";
 import { Engine, type EngineOptions } from "../src/engine/engine.ts";
 import { createRankGroup, leadRankGroup, type RankGroupInit } from "../src/engine/rank_group.ts";
 import { RankWorker } from "../src/engine/rank_worker.ts";
-import { decodePlan, encodeSetup, encodeShutdown, encodeStep, type StepPlan, tokenHash } from "../src/engine/step_plan.ts";
+import {
+  decodePlan, encodeForward, encodeSample, encodeSetup, encodeShutdown, type ForwardPlan, tokenHash,
+} from "../src/engine/step_plan.ts";
 import { SharedRing } from "../src/ipc/ring.ts";
 import { LLM } from "../src/index.ts";
 import { loadModelConfig, type ModelConfig } from "../src/model/config.ts";
@@ -128,23 +130,26 @@ describe("sharded weights", () => {
 });
 
 describe("step plans", () => {
-  test("setup, step and shutdown records round-trip exactly", () => {
+  test("setup, forward, sample and shutdown records round-trip exactly", () => {
     const setup = { maxPositions: 1024, limits: { maxTokens: 64, maxRequests: 8, maxLogitRows: 8 },
       kv: { layers: 2, kvHeads: 1, headDim: 32, slots: 512, rows: 9, maxSeqLen: 1024 } };
     expect(decodePlan(encodeSetup(setup))).toEqual({ kind: "setup", setup });
-    const plan: StepPlan = {
+    const plan: ForwardPlan = {
       step: 7,
       batch: { mode: "prefill", inputIds: Int32Array.of(5, 6, 7), positions: Int32Array.of(0, 1, 4), outSlots: Int32Array.of(9, 10, 11),
         qoIndptr: Int32Array.of(0, 2, 3), kvLens: Int32Array.of(2, 5), rows: Int32Array.of(3, 1) },
       logitRows: Int32Array.of(1),
       pageTable: [{ row: 3, start: 0, slots: Int32Array.of(9, 10) }, { row: 1, start: 4, slots: Int32Array.of(11) }],
-      sampling: { rows: 1, argmaxOnly: false, topK: 2, penalties: 1, penaltyAt: 9, sparse: 1, sparseAt: 12, words: Int32Array.from({ length: 15 }, (_, i) => i * 3 - 7) },
-      check: { step: 6, hash: tokenHash(Int32Array.of(42, 43)) },
+      checks: [{ step: 5, hash: tokenHash(Int32Array.of(42, 43)) }, { step: 6, hash: -3 }],
     };
-    expect(decodePlan(encodeStep(plan))).toEqual({ kind: "step", plan });
-    const decode = { ...plan, batch: { ...plan.batch, mode: "decode" as const }, sampling: null, check: null, pageTable: [] };
-    expect(decodePlan(encodeStep(decode))).toEqual({ kind: "step", plan: decode });
-    expect(decodePlan(encodeShutdown(null))).toEqual({ kind: "shutdown", check: null });
+    expect(decodePlan(encodeForward(plan))).toEqual({ kind: "forward", plan });
+    const decode: ForwardPlan = { ...plan, batch: { ...plan.batch, mode: "decode", idsFromPool: true }, checks: [], pageTable: [] };
+    expect(decodePlan(encodeForward(decode))).toEqual({ kind: "forward", plan: decode });
+    const sampling = { rows: 1, argmaxOnly: false, topK: 2, penalties: 1, penaltyAt: 10, sparse: 1, sparseAt: 13,
+      words: Int32Array.from({ length: 16 }, (_, i) => i * 3 - 7) };
+    expect(decodePlan(encodeSample(7, sampling))).toEqual({ kind: "sample", step: 7, sampling });
+    expect(decodePlan(encodeShutdown([]))).toEqual({ kind: "shutdown", checks: [] });
+    expect(decodePlan(encodeShutdown(plan.checks))).toEqual({ kind: "shutdown", checks: plan.checks });
     expect(tokenHash(Int32Array.of(42, 43))).not.toBe(tokenHash(Int32Array.of(43, 42)));
   });
 });

@@ -107,5 +107,5 @@ describe("dummy weights", () => {
     expect(logits.every(Number.isFinite)).toBe(true);
     s.free();
     m.model.free();
-  });
+  }, 60_000);
 });

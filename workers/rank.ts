@@ -4,7 +4,9 @@
 // With tensor parallelism (`group`), rank 0 runs the engine and sends each step's plan to ranks 1..N−1,
 // which run src/engine/follower.ts. A rank that throws fails the whole group (every rank stops with the
 // same error) and reports it to the main thread; rank 0 then closes the result ring.
+import type { Backend } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { CudaBackend } from "../src/backend/cuda.ts";
 import { Engine, type EngineOptions, type StepOutput } from "../src/engine/engine.ts";
 import { Follower } from "../src/engine/follower.ts";
 import { closePlanRings, joinRankGroup, leadRankGroup, type RankGroupInit } from "../src/engine/rank_group.ts";
@@ -36,6 +38,8 @@ export interface RankReady {
   eosTokenIds: number[];
   defaults: EngineOptions["defaults"];
   architecture: string;
+  deviceName: string;
+  graphMaxBatch: number; // 0: no CUDA graphs
   startupSeconds: number;
 }
 
@@ -72,15 +76,19 @@ function run(init: RankInit): void {
   const started = performance.now();
   const requests = SharedRing.attach(init.requestRing);
   const results = SharedRing.attach(init.resultRing);
-  if (init.device !== "cpu") throw new Error(`device "${init.device}" is not available yet: the CUDA backend is not built`);
-  const backend = new CpuBackend();
   const log = init.engine.quiet ? () => {} : (line: string) => console.log(`[rank ${init.rank}] ${line}`);
+  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
+  const deviceName = backend instanceof CudaBackend ? `cuda:${init.rank} (${backend.name})` : "cpu";
+  const tBackend = performance.now();
   const tp = init.group ? leadRankGroup(init.group, backend) : null;
   const engine = Engine.create(backend, { ...init.engine, log }, tp);
+  log(`start-up: ${deviceName} ready in ${((tBackend - started) / 1000).toFixed(2)} s, engine (weights, KV, graphs) in ` +
+    `${((performance.now() - tBackend) / 1000).toFixed(2)} s`);
   const ready: RankReady = {
     type: "ready", maxSeqLen: engine.maxSeqLen, vocabSize: engine.model.config.vocabSize,
     kvTotalSlots: engine.kv.pool.totalSlots, maxRunningRequests: init.engine.maxRunningRequests ?? 256,
     eosTokenIds: engine.eosTokenIds, defaults: engine.defaults, architecture: engine.model.config.architecture,
+    deviceName, graphMaxBatch: engine.graphs?.maxBatch ?? 0,
     startupSeconds: (performance.now() - started) / 1000,
   };
   postMessage(ready);
@@ -126,8 +134,7 @@ function run(init: RankInit): void {
 
 /** Ranks 1..N−1 of a tensor-parallel group. */
 function follow(init: RankInit, group: RankGroupInit): void {
-  if (init.device !== "cpu") throw new Error(`device "${init.device}" is not available yet: the CUDA backend is not built`);
-  const backend = new CpuBackend();
+  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
   const member = joinRankGroup(group, init.rank, backend);
   const ring = SharedRing.attach(group.planRings[init.rank - 1]);
   const follower = Follower.create(backend, member, ring, init.engine, group.fault);

@@ -15,6 +15,9 @@ export interface Backend {
   upload(dst: DevicePtr, src: ArrayBufferView): void;
   /** Device → host; returns once `dst` holds the data. */
   download(dst: ArrayBufferView, src: DevicePtr): void;
+  /** Starts a device → host copy ordered on the stream; the returned function waits for it and returns a
+   * copy of the bytes. At most 4 may be pending at once. */
+  downloadLater(src: DevicePtr, bytes: number): () => Uint8Array;
   copy(dst: DevicePtr, src: DevicePtr, bytes: number): void;
   fill(dst: DevicePtr, byte: number, bytes: number): void;
   synchronize(): void;

@@ -55,6 +55,11 @@ export class CpuBackend implements Backend {
     new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength).set(bytesAt(src, dst.byteLength));
   }
 
+  downloadLater(src: DevicePtr, bytes: number): () => Uint8Array {
+    const copy = bytesAt(src, bytes).slice();
+    return () => copy;
+  }
+
   copy(dst: DevicePtr, src: DevicePtr, bytes: number): void {
     if (bytes === 0) return;
     bytesAt(dst, bytes).set(bytesAt(src, bytes));

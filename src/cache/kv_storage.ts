@@ -1,5 +1,6 @@
-// The KV cache tensors (per layer, [slots, kvHeads, headDim] bf16 for K and V) and the page table:
-// one int32 row of token-level slot indices per request row (kernels see page size 1).
+// The KV cache tensors (per layer, [slots + 1, kvHeads, headDim] bf16 for K and V) and the page table:
+// one int32 row of token-level slot indices per request row (kernels see page size 1). The extra slot and
+// the last page-table row belong to the padding request of CUDA-graph batches, which writes only there.
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 
 export interface KvShape {
@@ -16,6 +17,8 @@ export class KvStorage {
   readonly v: DevicePtr[] = [];
   readonly pageTable: DevicePtr;
   readonly bytes: number;
+  readonly paddingSlot: number;
+  readonly paddingRow: number;
   /** Called after every page-table write (rank 0 of a tensor-parallel group forwards them to its peers). */
   onPageTableWrite: ((row: number, start: number, slots: Int32Array) => void) | null = null;
 
@@ -23,13 +26,16 @@ export class KvStorage {
     private readonly backend: Backend,
     readonly shape: KvShape,
   ) {
-    const perLayer = shape.slots * shape.kvHeads * shape.headDim * 2;
+    const perLayer = (shape.slots + 1) * shape.kvHeads * shape.headDim * 2;
+    this.paddingSlot = shape.slots;
+    this.paddingRow = shape.rows - 1;
     for (let l = 0; l < shape.layers; l++) {
       this.k.push(backend.alloc(perLayer));
       this.v.push(backend.alloc(perLayer));
     }
     this.pageTable = backend.alloc(shape.rows * shape.maxSeqLen * 4);
     backend.fill(this.pageTable, 0, shape.rows * shape.maxSeqLen * 4);
+    this.writePageTable(this.paddingRow, 0, Int32Array.of(this.paddingSlot));
     this.bytes = 2 * shape.layers * perLayer + shape.rows * shape.maxSeqLen * 4;
   }
 

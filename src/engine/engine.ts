@@ -1,11 +1,14 @@
 // The engine of one rank: model + KV + scheduler + sampler, advanced one step at a time by its owner
 // (the rank worker's loop, or a test). Every request ends exactly once: finished, aborted or rejected.
 import type { Backend } from "../backend/backend.ts";
+import { CudaBackend } from "../backend/cuda.ts";
 import { KvStorage } from "../cache/kv_storage.ts";
 import { KvPagePool } from "../cache/page_pool.ts";
 import { createPrefixCache } from "../cache/prefix_cache.ts";
-import type { DecoderModel } from "../model/decoder.ts";
+import { DecodeGraphs } from "../model/decode_graphs.ts";
+import type { DecoderModel, ForwardOutput } from "../model/decoder.ts";
 import { loadModel } from "../model/load.ts";
+import { planKvSlots } from "./memory_plan.ts";
 import { KvManager } from "./kv_manager.ts";
 import { Request, type FinishReason } from "./request.ts";
 import { hasPenalties, Sampler, type SampleResult } from "./sampler.ts";
@@ -25,7 +28,9 @@ export interface EngineOptions {
   maxRunningRequests?: number; // default 256
   maxSeqLen?: number; // default: the model's context length
   numPages?: number; // KV pool size; default from kvTokens
-  kvTokens?: number; // default: min(65536, maxRunningRequests × maxSeqLen) on the CPU
+  kvTokens?: number; // default: min(65536, maxRunningRequests × maxSeqLen) on the CPU, from memoryRatio on CUDA
+  memoryRatio?: number; // CUDA: fraction of the GPU's memory for weights, activations and KV (default 0.9)
+  cudaGraphMaxBs?: number; // CUDA: largest decode batch with a graph; 0 disables (default 256 on > 80 GiB, else 160)
   eosTokenIds?: number[]; // default: from config.json / generation_config.json
   defaults?: SamplingParams;
   log?: (line: string) => void;
@@ -65,6 +70,17 @@ export interface StepOutput {
   stats: StepStats;
 }
 
+/** A step whose sampling has been launched; `result` once its tokens have been collected. */
+interface InFlightStep {
+  step: ScheduledStep;
+  wait: (() => SampleResult) | null;
+  result: SampleResult | null;
+  planStep: number; // tensor parallelism: the step number its plan went out with (-1: none)
+}
+
+/** A pending token whose value is still on the device. */
+const UNKNOWN_TOKEN = -1;
+
 /** uint32 mixing for per-sample seeds (n > 1) and random default seeds. */
 function mixSeed(seed: number, index: number): number {
   let z = (seed ^ Math.imul(index + 1, 0x9e3779b9)) >>> 0;
@@ -85,8 +101,8 @@ export class Engine {
   private pendingEnds: EndEvent[] = [];
   readonly overlap: boolean;
   /** Overlap scheduling: the step whose sampled tokens are not post-processed yet. */
-  private inflight: { step: ScheduledStep; result: SampleResult | null } | null = null;
-  /** Tensor parallelism: sends each forward's plan to the other ranks. */
+  private inflight: InFlightStep | null = null;
+  /** Tensor parallelism: sends each forward's and each sampling's plan to the other ranks. */
   private publisher: StepPublisher | null = null;
 
   private constructor(
@@ -95,6 +111,7 @@ export class Engine {
     private readonly storage: KvStorage,
     o: EngineOptions,
     maxSeqLen: number,
+    readonly graphs: DecodeGraphs | null,
   ) {
     const pageSize = o.pageSize ?? 1;
     const pool = new KvPagePool(storage.shape.slots / pageSize, pageSize);
@@ -106,7 +123,7 @@ export class Engine {
       maxPrefillLength: o.maxPrefillLength ?? 8192,
       maxSeqLen,
     });
-    this.sampler = new Sampler(backend, maxRunning, model.config.vocabSize);
+    this.sampler = new Sampler(backend, maxRunning, model.config.vocabSize, model.ws.tokenPool);
     this.eosTokenIds = o.eosTokenIds ?? model.config.eosTokenIds;
     const log = o.log ?? ((line: string) => console.log(line));
     this.defaults = o.defaults ?? generationDefaults(o.modelDir, model.config.vocabSize, log);
@@ -116,6 +133,7 @@ export class Engine {
 
   /** `tp`: this engine is rank 0 of a tensor-parallel group (src/engine/rank_group.ts). */
   static create(backend: Backend, o: EngineOptions, tp: RankLeader | null = null): Engine {
+    const log = o.log ?? ((line: string) => console.log(line));
     const pageSize = o.pageSize ?? 1;
     const maxRunning = o.maxRunningRequests ?? 256;
     const maxPrefill = o.maxPrefillLength ?? 8192;
@@ -127,14 +145,28 @@ export class Engine {
       maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning, comm: tp?.comm,
     });
     const c = loaded.config;
-    const kvTokens = o.numPages ? o.numPages * pageSize : (o.kvTokens ?? Math.min(65536, maxRunning * loaded.maxSeqLen));
+    const rowLength = Math.ceil(loaded.maxSeqLen / pageSize) * pageSize; // rows hold whole pages
+    const shape = {
+      layers: c.numLayers, kvHeads: loaded.model.shard.kvHeads, headDim: c.headDim, rows: maxRunning + 1, maxSeqLen: rowLength,
+    };
+    let kvTokens = o.numPages ? o.numPages * pageSize : o.kvTokens;
+    if (kvTokens === undefined) {
+      kvTokens = backend instanceof CudaBackend
+        ? planKvSlots(shape, o.memoryRatio ?? 0.9, log)
+        : Math.min(65536, maxRunning * loaded.maxSeqLen);
+    }
     const slots = Math.max(pageSize, Math.floor(kvTokens / pageSize) * pageSize);
-    const storage = new KvStorage(backend, {
-      layers: c.numLayers, kvHeads: loaded.model.shard.kvHeads, headDim: c.headDim, slots,
-      rows: maxRunning + 1, // + the padding row CUDA graphs use
-      maxSeqLen: Math.ceil(loaded.maxSeqLen / pageSize) * pageSize, // rows hold whole pages
-    });
-    const engine = new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen);
+    const storage = new KvStorage(backend, { ...shape, slots }); // + the padding row CUDA graphs use
+    let graphs: DecodeGraphs | null = null;
+    if (backend instanceof CudaBackend) {
+      const bigGpu = backend.totalMemory > 80 * 2 ** 30;
+      const maxBs = Math.min(o.cudaGraphMaxBs ?? (bigGpu ? 256 : 160), maxRunning);
+      if (maxBs > 0) {
+        graphs = new DecodeGraphs(backend, loaded.model, storage, maxBs);
+        log(`CUDA graphs: ${graphs.buckets.length} decode batch sizes up to ${graphs.maxBatch} captured in ${graphs.captureSeconds.toFixed(2)} s`);
+      } else log("CUDA graphs: disabled");
+    }
+    const engine = new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen, graphs);
     if (tp) {
       tp.publisher.setup({ maxPositions: loaded.maxSeqLen, limits: loaded.model.ws.limits, kv: storage.shape });
       storage.onPageTableWrite = (row, start, slots) => tp.publisher.pageTableWrite(row, start, slots);
@@ -189,7 +221,8 @@ export class Engine {
   /** Runs one scheduler step (one forward at most). With overlap scheduling the sampled tokens of a step
    * are post-processed (appended, finish checks, KV freed, reported) only after the next step has been
    * scheduled and launched, so the host work hides behind the device; a request that finished in step k
-   * then runs one wasted step k+1 whose token is dropped. */
+   * then runs one wasted step k+1 whose token is dropped. Decode inputs come from the device token pool
+   * that the sampler writes, so the next step can launch before the host has seen the tokens. */
   step(): StepOutput {
     const ended = this.pendingEnds;
     this.pendingEnds = [];
@@ -200,13 +233,13 @@ export class Engine {
     let promptTokens = 0;
     let cachedTokens = 0;
     const planned = this.scheduler.next();
-    let current: { step: ScheduledStep; result: SampleResult | null } | null = null;
+    let current: InFlightStep | null = null;
     if (planned) {
       if (planned.batch.mode === "prefill") {
         promptTokens = planned.batch.inputIds.length;
         for (const r of planned.requests) if (r.computedLength === r.cachedPromptTokens) cachedTokens += r.cachedPromptTokens;
       }
-      current = { step: planned, result: this.run(planned) };
+      current = this.run(planned);
       this.scheduler.afterForward(planned);
     }
     let tokens: TokenEvent[] = [];
@@ -223,37 +256,62 @@ export class Engine {
     return { tokens, ended, stats };
   }
 
-  /** The sampled tokens become the next inputs before their post-processing. */
-  private markPending(x: { step: ScheduledStep; result: SampleResult | null }): void {
+  /** The sampled rows now have a pending token (its value is known once the step's result is collected). */
+  private markPending(x: InFlightStep): void {
     x.step.sampleRows.forEach((b, i) => {
       const r = x.step.requests[b];
-      if (r.finish === null) r.pendingToken = x.result!.tokens[i];
+      if (r.finish === null) r.pendingToken = x.result ? x.result.tokens[i] : UNKNOWN_TOKEN;
     });
   }
 
-  private postProcess(x: { step: ScheduledStep; result: SampleResult | null }): TokenEvent[] {
+  /** Waits for a step's sampled tokens and fills in the pending tokens that were still unknown. */
+  private collect(x: InFlightStep): SampleResult | null {
+    if (!x.result && x.wait) {
+      x.result = x.wait();
+      this.publisher?.sampled(x.planStep, x.result.tokens);
+      x.step.sampleRows.forEach((b, i) => {
+        const r = x.step.requests[b];
+        if (r.pendingToken === UNKNOWN_TOKEN) r.pendingToken = x.result!.tokens[i];
+      });
+    }
+    return x.result;
+  }
+
+  private postProcess(x: InFlightStep): TokenEvent[] {
+    const result = this.collect(x);
     const events: TokenEvent[] = [];
     x.step.sampleRows.forEach((b, i) => {
       const r = x.step.requests[b];
-      if (r.finish === null) events.push(this.accept(r, x.result, i));
+      if (r.finish === null) events.push(this.accept(r, result, i));
     });
     return events;
   }
 
-  private run(step: ScheduledStep): SampleResult | null {
-    const sampling = step.sampleRows.length === 0 ? null : this.sampler.plan(step.sampleRows.map((b) => {
-      const r = step.requests[b];
+  private forward(step: ScheduledStep): ForwardOutput {
+    const batch = step.batch;
+    if (batch.mode === "decode") batch.idsFromPool = true;
+    this.publisher?.forward(batch, step.sampleRows); // before this rank's first collective
+    if (batch.mode === "decode") {
+      return this.graphs?.tryRun(batch) ?? this.model.forward(batch, this.storage, "last");
+    }
+    return this.model.forward(batch, this.storage, step.sampleRows);
+  }
+
+  private run(step: ScheduledStep): InFlightStep {
+    const out = this.forward(step);
+    if (step.sampleRows.length === 0) return { step, wait: null, result: null, planStep: -1 };
+    const rows = step.sampleRows.map((b) => step.requests[b]);
+    // Penalties count the output tokens, so they need the previous step's token on the host: collect it
+    // now (its step has finished or is about to on the device; this step is already queued behind it).
+    if (this.inflight && rows.some((r) => hasPenalties(r.params) && r.pendingToken === UNKNOWN_TOKEN)) this.collect(this.inflight);
+    const plan = this.sampler.plan(rows.map((r) => {
       const banned = r.generated < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
       // Only penalties read the output; skip copying it (with a pending token) for every other row.
       const outputTokens = hasPenalties(r.params) ? r.generatedTokens() : r.output;
-      return { params: r.params, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens, banned };
+      return { params: r.params, poolRow: r.row, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens, banned };
     }));
-    this.publisher?.publish(step.batch, step.sampleRows, sampling);
-    const out = this.model.forward(step.batch, this.storage, step.sampleRows);
-    if (!sampling) return null;
-    const result = this.sampler.run(out.logits, sampling);
-    this.publisher?.sampled(result.tokens);
-    return result;
+    const planStep = this.publisher?.sample(plan) ?? -1;
+    return { step, wait: this.sampler.run(out.logits, plan), result: null, planStep };
   }
 
   /** Appends a sampled token, ends the request when it is done, and describes it for the owner. */
@@ -319,6 +377,9 @@ export class Engine {
   /** Frees the device memory; rank 0 of a tensor-parallel group first tells the other ranks to stop. */
   close(): void {
     this.publisher?.shutdown();
+    this.backend.synchronize();
+    this.graphs?.close();
+    this.sampler.free();
     this.model.free();
     this.storage.free();
   }

@@ -1,13 +1,15 @@
 // Chooses the next token of each row of a logits batch: turns the rows' sampling parameters into the inputs
 // of the native sampling ops (one packed upload), runs penalties → logit bias / bans → sample → log-probs,
-// and downloads the results (one download). Penalties and bias are applied to the logits in place.
+// writes the tokens into the device token pool (the next decode step's inputs) and starts one download of
+// the results, which the caller collects later. Penalties and bias are applied to the logits in place.
 // plan() is the host half and run() the device half: rank 0 of a tensor-parallel group plans, and every
-// rank runs the same plan on the same logits.
+// rank runs the same plan on the same logits (so every rank's token pool holds the same tokens).
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 import { isGreedy, SAMPLING_LIMITS, type SamplingParams } from "./sampling_params.ts";
 
 export interface SamplerRow {
   params: SamplingParams;
+  poolRow: number; // the request's page-table row: where its token goes in the token pool
   seed: number; // uint32 effective seed
   step: number; // tokens generated so far
   promptTokens: ArrayLike<number>;
@@ -25,7 +27,8 @@ export interface SampleResult {
 
 // Per-row parameter sections at the start of the packed input, 4 bytes per row each.
 const Section = {
-  Temperature: 0, TopK: 1, TopP: 2, MinP: 3, Seed: 4, Step: 5, Presence: 6, Frequency: 7, Repetition: 8, Count: 9,
+  Temperature: 0, TopK: 1, TopP: 2, MinP: 3, Seed: 4, Step: 5, Presence: 6, Frequency: 7, Repetition: 8, PoolRow: 9,
+  Count: 10,
 } as const;
 // Penalty entries (row, token, output count) and sparse entries (row, token, value) take 3 words each.
 const ENTRY_WORDS = 3;
@@ -59,7 +62,7 @@ class Entries {
  * tensor-parallel group sends it to the other ranks, which then sample exactly the same tokens. */
 export interface SamplingPlan {
   rows: number;
-  /** Greedy with no penalties, bans or log-probs: one argmax, no inputs. */
+  /** Greedy with no penalties, bans or log-probs: argmax only; the words are just the pool rows. */
   argmaxOnly: boolean;
   /** Log-probabilities with this many top entries per row; -1: none. */
   topK: number;
@@ -81,6 +84,7 @@ export class Sampler {
     private readonly backend: Backend,
     readonly maxRows: number,
     readonly vocab: number,
+    private readonly tokenPool: DevicePtr,
   ) {
     if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`Sampler: bad maxRows ${maxRows}`);
     if (!Number.isInteger(vocab) || vocab < 1) throw new Error(`Sampler: bad vocab ${vocab}`);
@@ -92,7 +96,8 @@ export class Sampler {
     this.output = backend.alloc(maxRows * (2 + 2 * SAMPLING_LIMITS.maxTopLogprobs) * 4);
   }
 
-  sample(logits: DevicePtr, rows: SamplerRow[]): SampleResult {
+  /** Launches the sampling of `rows`; the returned function waits for the results. */
+  sample(logits: DevicePtr, rows: SamplerRow[]): () => SampleResult {
     return this.run(logits, this.plan(rows));
   }
 
@@ -115,16 +120,17 @@ export class Sampler {
       if (hasPenalties(p)) this.penaltyEntries(penalties, r, row);
       this.sparseEntries(sparse, r, row);
     });
-    const topK = logprobs ? k : -1;
-    if (greedy && !logprobs && penalties.length === 0 && sparse.length === 0) {
-      return { rows: n, argmaxOnly: true, topK, penalties: 0, penaltyAt: 0, sparse: 0, sparseAt: 0, words: new Int32Array(0) };
-    }
-
+    const argmaxOnly = greedy && !logprobs && penalties.length === 0 && sparse.length === 0;
     const need = Section.Count * n + ENTRY_WORDS * (penalties.length + sparse.length);
     if (need * 4 > this.staging.byteLength) this.staging = new ArrayBuffer(Math.max(need * 4, 2 * this.staging.byteLength));
     const f32 = new Float32Array(this.staging);
     const i32 = new Int32Array(this.staging);
     const u32 = new Uint32Array(this.staging);
+    const topK = logprobs ? k : -1;
+    if (argmaxOnly) {
+      rows.forEach((row, r) => (i32[r] = row.poolRow));
+      return { rows: n, argmaxOnly, topK, penalties: 0, penaltyAt: 0, sparse: 0, sparseAt: 0, words: new Int32Array(this.staging, 0, n) };
+    }
     rows.forEach((row, r) => {
       const p = row.params;
       f32[Section.Temperature * n + r] = p.temperature;
@@ -136,6 +142,7 @@ export class Sampler {
       f32[Section.Presence * n + r] = p.presencePenalty;
       f32[Section.Frequency * n + r] = p.frequencyPenalty;
       f32[Section.Repetition * n + r] = p.repetitionPenalty;
+      i32[Section.PoolRow * n + r] = row.poolRow;
     });
     let word = Section.Count * n;
     const pack = (e: Entries, values: Int32Array | Float32Array): number => {
@@ -149,24 +156,25 @@ export class Sampler {
     const penaltyAt = pack(penalties, i32);
     const sparseAt = pack(sparse, f32);
     return {
-      rows: n, argmaxOnly: false, topK, penalties: penalties.length, penaltyAt, sparse: sparse.length, sparseAt,
+      rows: n, argmaxOnly, topK, penalties: penalties.length, penaltyAt, sparse: sparse.length, sparseAt,
       words: new Int32Array(this.staging, 0, word),
     };
   }
 
-  /** Runs a plan on the logits (penalties and bias are applied to them in place) and downloads the result. */
-  run(logits: DevicePtr, plan: SamplingPlan): SampleResult {
+  /** Launches a plan on the logits (penalties and bias are applied to them in place), writes the tokens
+   * into the token pool, and starts the download; the returned function waits for the results. */
+  run(logits: DevicePtr, plan: SamplingPlan): () => SampleResult {
     const n = plan.rows;
     if (n > this.maxRows) throw new Error(`Sampler: ${n} rows exceed maxRows ${this.maxRows}`);
     const ops = this.backend.ops;
     const out = this.output;
-    if (plan.argmaxOnly) {
-      ops.argmax(out, logits, n, this.vocab);
-      return this.download(n, -1);
-    }
     this.ensureCapacity(plan.words.length);
     this.backend.upload(this.input, plan.words);
-
+    if (plan.argmaxOnly) {
+      ops.argmax(out, logits, n, this.vocab);
+      ops.scatterTokens(this.tokenPool, this.input, out, n); // the words are the pool rows
+      return this.download(n, -1);
+    }
     const at = (w: number): DevicePtr => this.input + w * 4;
     const param = (s: number): DevicePtr => at(s * n);
     if (plan.penalties > 0) {
@@ -180,6 +188,7 @@ export class Sampler {
     }
     ops.sample(out, logits, n, this.vocab, param(Section.Temperature), param(Section.TopK), param(Section.TopP),
       param(Section.MinP), param(Section.Seed), param(Section.Step));
+    ops.scatterTokens(this.tokenPool, param(Section.PoolRow), out, n);
     // After sample (it needs the chosen tokens); sample leaves the logits unchanged.
     const k = plan.topK;
     if (k >= 0) {
@@ -218,23 +227,26 @@ export class Sampler {
 
   private ensureCapacity(words: number): void {
     if (words <= this.inputWords) return;
-    // The previous call ended with a download, so no op still reads the old buffer.
+    // Rare (thousands of distinct penalized tokens): wait until no op still reads the old buffer.
+    this.backend.synchronize();
     this.backend.free(this.input);
     this.inputWords = Math.max(words, 2 * this.inputWords);
     this.input = this.backend.alloc(this.inputWords * 4);
   }
 
   /** k < 0: tokens only. */
-  private download(n: number, k: number): SampleResult {
+  private download(n: number, k: number): () => SampleResult {
     const words = k < 0 ? n : (2 + 2 * k) * n;
-    const host = new ArrayBuffer(words * 4);
-    this.backend.download(new Uint8Array(host), this.output);
-    const result: SampleResult = { tokens: new Int32Array(host, 0, n), topK: Math.max(k, 0) };
-    if (k >= 0) result.logprobs = new Float32Array(host, n * 4, n);
-    if (k > 0) {
-      result.topIds = new Int32Array(host, 2 * n * 4, n * k);
-      result.topLogprobs = new Float32Array(host, (2 + k) * n * 4, n * k);
-    }
-    return result;
+    const wait = this.backend.downloadLater(this.output, words * 4);
+    return () => {
+      const host = wait().buffer as ArrayBuffer;
+      const result: SampleResult = { tokens: new Int32Array(host, 0, n), topK: Math.max(k, 0) };
+      if (k >= 0) result.logprobs = new Float32Array(host, n * 4, n);
+      if (k > 0) {
+        result.topIds = new Int32Array(host, 2 * n * 4, n * k);
+        result.topLogprobs = new Float32Array(host, (2 + k) * n * 4, n * k);
+      }
+      return result;
+    };
   }
 }

@@ -4,23 +4,25 @@
 //   Setup    [1, maxPositions, maxTokens, maxRequests, maxLogitRows,
 //             kv: layers, kvHeads, headDim, slots, rows, maxSeqLen]
 //            once, before any step: the workspace limits and KV shape rank 0 chose.
-//   Step     [2, step, mode (0 prefill | 1 decode), T, B, L, W, P, checkStep, checkHash,
-//             sampled (0|1), rows, argmaxOnly, topK, penalties, penaltyAt, sparse, sparseAt, S,
+//   Forward  [2, step, mode (0 prefill | 1 decode), idsFromPool (0|1), T, B, L, W, C,
 //             inputIds[T], positions[T], outSlots[T], qoIndptr[B+1], kvLens[B], rows[B], logitRows[L],
-//             W page-table writes (row, start, n, slots[n]) taking P words, sampling words[S]]
-//            page-table writes are the ones rank 0 made since the previous step, applied in order before
-//            the forward; logitRows are the batch rows whose logits are sampled (the sampling plan runs
-//            when `sampled` is 1). checkStep/checkHash: the hash of the tokens rank 0 sampled at that
-//            earlier step (checkStep −1: none); a rank whose own tokens differ stops the group.
-//   Shutdown [3, checkStep, checkHash]
+//             W page-table writes (row, start, n, slots[n]), C checks (step, hash)]
+//            sent before rank 0's forward. The page-table writes are the ones rank 0 made since the previous
+//            Forward, applied in order first. logitRows are the batch rows whose logits are sampled (a
+//            decode forward samples every row and takes the logits of each row's last token); when L > 0 a
+//            Sample record of the same step follows. Checks: hashes of the tokens rank 0 sampled at earlier
+//            steps; a rank whose own tokens of that step differ stops the group.
+//   Sample   [3, step, rows, argmaxOnly, topK, penalties, penaltyAt, sparse, sparseAt, S, words[S]]
+//            the sampler's plan (src/engine/sampler.ts), sent once rank 0 has built it (after its forward
+//            was launched, since penalties may need the previous step's tokens).
+//   Shutdown [4, C, C checks (step, hash)]
 import type { KvShape } from "../cache/kv_storage.ts";
 import type { ForwardBatch } from "../model/forward_batch.ts";
 import type { WorkspaceLimits } from "../model/workspace.ts";
 import { WordReader, WordWriter } from "../ipc/words.ts";
 import type { SamplingPlan } from "./sampler.ts";
 
-const Kind = { setup: 1, step: 2, shutdown: 3 } as const;
-const STEP_HEADER = 19;
+const Kind = { setup: 1, forward: 2, sample: 3, shutdown: 4 } as const;
 
 export interface PlanSetup {
   maxPositions: number;
@@ -40,19 +42,19 @@ export interface TokenCheck {
   hash: number;
 }
 
-export interface StepPlan {
+export interface ForwardPlan {
   step: number;
   batch: ForwardBatch;
   logitRows: Int32Array;
   pageTable: PageTableWrite[];
-  sampling: SamplingPlan | null;
-  check: TokenCheck | null;
+  checks: TokenCheck[];
 }
 
 export type PlanRecord =
   | { kind: "setup"; setup: PlanSetup }
-  | { kind: "step"; plan: StepPlan }
-  | { kind: "shutdown"; check: TokenCheck | null };
+  | { kind: "forward"; plan: ForwardPlan }
+  | { kind: "sample"; step: number; sampling: SamplingPlan }
+  | { kind: "shutdown"; checks: TokenCheck[] };
 
 /** FNV-1a over the token ids, as an int32. */
 export function tokenHash(tokens: Int32Array): number {
@@ -72,20 +74,17 @@ export function encodeSetup(s: PlanSetup): Int32Array {
   return w.done();
 }
 
-export function encodeStep(p: StepPlan): Int32Array {
-  const { batch: b, sampling: s } = p;
+export function encodeForward(p: ForwardPlan): Int32Array {
+  const b = p.batch;
   const T = b.inputIds.length;
   const B = b.kvLens.length;
   const P = p.pageTable.reduce((a, x) => a + 3 + x.slots.length, 0);
-  const S = s ? s.words.length : 0;
-  const w = new WordWriter(STEP_HEADER + 3 * T + 3 * B + 1 + p.logitRows.length + P + S);
-  w.i32(Kind.step);
+  const w = new WordWriter(9 + 3 * T + 3 * B + 1 + p.logitRows.length + P + 2 * p.checks.length);
+  w.i32(Kind.forward);
   w.i32(p.step);
   w.i32(b.mode === "decode" ? 1 : 0);
-  for (const x of [T, B, p.logitRows.length, p.pageTable.length, P, p.check?.step ?? -1, p.check?.hash ?? 0]) w.i32(x);
-  w.i32(s ? 1 : 0);
-  for (const x of [s?.rows ?? 0, s?.argmaxOnly ? 1 : 0, s?.topK ?? -1, s?.penalties ?? 0, s?.penaltyAt ?? 0, s?.sparse ?? 0,
-    s?.sparseAt ?? 0, S]) w.i32(x);
+  w.i32(b.idsFromPool ? 1 : 0);
+  for (const x of [T, B, p.logitRows.length, p.pageTable.length, p.checks.length]) w.i32(x);
   for (const a of [b.inputIds, b.positions, b.outSlots, b.qoIndptr, b.kvLens, b.rows, p.logitRows]) w.i32s(a, "plan field");
   for (const x of p.pageTable) {
     w.i32(x.row);
@@ -93,56 +92,72 @@ export function encodeStep(p: StepPlan): Int32Array {
     w.i32(x.slots.length);
     w.i32s(x.slots, "page-table slot");
   }
-  if (s) w.i32s(s.words, "sampling word");
+  writeChecks(w, p.checks);
   return w.done();
 }
 
-export function encodeShutdown(check: TokenCheck | null): Int32Array {
-  return Int32Array.of(Kind.shutdown, check?.step ?? -1, check?.hash ?? 0);
+export function encodeSample(step: number, s: SamplingPlan): Int32Array {
+  const w = new WordWriter(10 + s.words.length);
+  w.i32(Kind.sample);
+  w.i32(step);
+  for (const x of [s.rows, s.argmaxOnly ? 1 : 0, s.topK, s.penalties, s.penaltyAt, s.sparse, s.sparseAt, s.words.length]) w.i32(x);
+  w.i32s(s.words, "sampling word");
+  return w.done();
 }
 
-function readCheck(r: WordReader): TokenCheck | null {
-  const step = r.i32();
-  const hash = r.i32();
-  return step < 0 ? null : { step, hash };
+export function encodeShutdown(checks: TokenCheck[]): Int32Array {
+  const w = new WordWriter(2 + 2 * checks.length);
+  w.i32(Kind.shutdown);
+  w.i32(checks.length);
+  writeChecks(w, checks);
+  return w.done();
+}
+
+function writeChecks(w: WordWriter, checks: TokenCheck[]): void {
+  for (const c of checks) {
+    w.i32(c.step);
+    w.i32(c.hash);
+  }
+}
+
+function readChecks(r: WordReader, n: number): TokenCheck[] {
+  return Array.from({ length: n }, () => ({ step: r.i32(), hash: r.i32() }));
 }
 
 export function decodePlan(record: Int32Array): PlanRecord {
   const r = new WordReader(record);
   const kind = r.i32();
+  let out: PlanRecord;
   if (kind === Kind.setup) {
     const [maxPositions, maxTokens, maxRequests, maxLogitRows] = r.i32s(4);
     const [layers, kvHeads, headDim, slots, rows, maxSeqLen] = r.i32s(6);
-    r.end();
-    return { kind: "setup", setup: { maxPositions, limits: { maxTokens, maxRequests, maxLogitRows }, kv: { layers, kvHeads, headDim, slots, rows, maxSeqLen } } };
+    out = { kind: "setup", setup: { maxPositions, limits: { maxTokens, maxRequests, maxLogitRows }, kv: { layers, kvHeads, headDim, slots, rows, maxSeqLen } } };
+  } else if (kind === Kind.forward) {
+    const step = r.i32();
+    const mode = r.i32() === 1 ? "decode" : "prefill";
+    const idsFromPool = r.i32() === 1;
+    const [T, B, L, W, C] = r.i32s(5);
+    const batch: ForwardBatch = {
+      mode, inputIds: r.i32s(T), positions: r.i32s(T), outSlots: r.i32s(T), qoIndptr: r.i32s(B + 1), kvLens: r.i32s(B), rows: r.i32s(B),
+    };
+    if (idsFromPool) batch.idsFromPool = true;
+    const logitRows = r.i32s(L);
+    const pageTable: PageTableWrite[] = [];
+    for (let i = 0; i < W; i++) {
+      const row = r.i32();
+      const start = r.i32();
+      pageTable.push({ row, start, slots: r.i32s(r.i32()) });
+    }
+    out = { kind: "forward", plan: { step, batch, logitRows, pageTable, checks: readChecks(r, C) } };
+  } else if (kind === Kind.sample) {
+    const step = r.i32();
+    const [rows, argmaxOnly, topK, penalties, penaltyAt, sparse, sparseAt, S] = r.i32s(8);
+    out = { kind: "sample", step, sampling: { rows, argmaxOnly: argmaxOnly === 1, topK, penalties, penaltyAt, sparse, sparseAt, words: r.i32s(S) } };
+  } else if (kind === Kind.shutdown) {
+    out = { kind: "shutdown", checks: readChecks(r, r.i32()) };
+  } else {
+    throw new Error(`step plan: unknown record kind ${kind}`);
   }
-  if (kind === Kind.shutdown) {
-    const check = readCheck(r);
-    r.end();
-    return { kind: "shutdown", check };
-  }
-  if (kind !== Kind.step) throw new Error(`step plan: unknown record kind ${kind}`);
-  const step = r.i32();
-  const mode = r.i32() === 1 ? "decode" : "prefill";
-  const [T, B, L, W] = r.i32s(4);
-  r.i32(); // P: the page-table writes' word count
-  const check = readCheck(r);
-  const sampled = r.i32() === 1;
-  const [rows, argmaxOnly, topK, penalties, penaltyAt, sparse, sparseAt, S] = r.i32s(8);
-  const batch: ForwardBatch = {
-    mode, inputIds: r.i32s(T), positions: r.i32s(T), outSlots: r.i32s(T), qoIndptr: r.i32s(B + 1), kvLens: r.i32s(B), rows: r.i32s(B),
-  };
-  const logitRows = r.i32s(L);
-  const pageTable: PageTableWrite[] = [];
-  for (let i = 0; i < W; i++) {
-    const row = r.i32();
-    const start = r.i32();
-    pageTable.push({ row, start, slots: r.i32s(r.i32()) });
-  }
-  const words = r.i32s(S);
   r.end();
-  const sampling: SamplingPlan | null = sampled
-    ? { rows, argmaxOnly: argmaxOnly === 1, topK, penalties, penaltyAt, sparse, sparseAt, words }
-    : null;
-  return { kind: "step", plan: { step, batch, logitRows, pageTable, sampling, check } };
+  return out;
 }

@@ -1,19 +1,20 @@
-// Rank 0's side of the step plans: records the page-table writes its scheduler makes, and before each
-// forward sends every other rank the plan of that forward (src/engine/step_plan.ts), with the hash of
-// the tokens rank 0 sampled last so the other ranks can check that they sampled the same ones.
+// Rank 0's side of the step plans: records the page-table writes its scheduler makes, sends every other
+// rank the plan of each forward before running it and the sampler's plan before sampling
+// (src/engine/step_plan.ts), and the hashes of the tokens rank 0 sampled so the other ranks can check
+// that they sampled the same ones.
 import type { ForwardBatch } from "../model/forward_batch.ts";
 import type { GroupControl } from "../ipc/group_control.ts";
 import type { SharedRing } from "../ipc/ring.ts";
 import type { SamplingPlan } from "./sampler.ts";
 import { type FaultInjection, injectFault } from "./fault_injection.ts";
 import {
-  encodeSetup, encodeShutdown, encodeStep, type PageTableWrite, type PlanSetup, type TokenCheck, tokenHash,
+  encodeForward, encodeSample, encodeSetup, encodeShutdown, type PageTableWrite, type PlanSetup, type TokenCheck, tokenHash,
 } from "./step_plan.ts";
 
 export class StepPublisher {
   private pageTable: PageTableWrite[] = [];
+  private checks: TokenCheck[] = [];
   private step = 0;
-  private check: TokenCheck | null = null;
 
   constructor(
     /** Ring r − 1 carries the plans of rank r. */
@@ -31,24 +32,32 @@ export class StepPublisher {
     this.pageTable.push({ row, start, slots: slots.slice() });
   }
 
-  /** Sends the plan of the forward rank 0 is about to run. */
-  publish(batch: ForwardBatch, logitRows: readonly number[], sampling: SamplingPlan | null): void {
+  /** Sends the plan of the forward rank 0 is about to run; returns its step number. */
+  forward(batch: ForwardBatch, logitRows: readonly number[]): number {
     const step = this.step++;
-    this.send(encodeStep({ step, batch, logitRows: Int32Array.from(logitRows), pageTable: this.pageTable, sampling, check: this.check }));
+    this.send(encodeForward({ step, batch, logitRows: Int32Array.from(logitRows), pageTable: this.pageTable, checks: this.checks }));
     this.pageTable = [];
-    this.check = null; // each check is sent once
+    this.checks = [];
     injectFault(this.fault, 0, step);
+    return step;
   }
 
-  /** The tokens rank 0 sampled in the step it published last. */
-  sampled(tokens: Int32Array): void {
-    this.check = { step: this.step - 1, hash: tokenHash(tokens) };
+  /** Sends the sampling plan of the forward sent last; returns that step number. */
+  sample(plan: SamplingPlan): number {
+    const step = this.step - 1;
+    this.send(encodeSample(step, plan));
+    return step;
+  }
+
+  /** The tokens rank 0 sampled at `step` (sent with the next record). */
+  sampled(step: number, tokens: Int32Array): void {
+    this.checks.push({ step, hash: tokenHash(tokens) });
   }
 
   /** Tells the other ranks to free everything and exit. */
   shutdown(): void {
-    this.send(encodeShutdown(this.check));
-    this.check = null;
+    this.send(encodeShutdown(this.checks));
+    this.checks = [];
   }
 
   private send(record: Int32Array): void {

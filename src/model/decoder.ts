@@ -14,6 +14,16 @@ import { VocabParallelHead } from "./vocab_parallel_head.ts";
 import type { LayerWeights, ModelWeights } from "./weights.ts";
 import { Workspace, type WorkspaceLimits } from "./workspace.ts";
 
+/** What compute() needs to know about a prepared batch. */
+export interface ComputeShape {
+  mode: "prefill" | "decode";
+  tokens: number;
+  requests: number;
+  logitRows: number;
+  gather: boolean; // logits of gathered rows (ws.logitIndices) rather than of every token
+  fromPool: boolean; // input ids from ws.tokenPool by row
+}
+
 export interface ForwardOutput {
   logits: DevicePtr; // fp32 [rows, vocab]
   rows: number;
@@ -62,47 +72,66 @@ export class DecoderModel {
   /** Runs the batch; logits for the last token of each request ("last"), of the listed requests only,
    * or for every token ("all"). */
   forward(batch: ForwardBatch, kv: KvStorage, logitsFor: "last" | "all" | readonly number[] = "last"): ForwardOutput {
+    const shape = this.prepare(batch, kv, logitsFor);
+    return this.compute(shape, kv);
+  }
+
+  /** Checks the batch and uploads its inputs into the workspace; nothing runs yet. */
+  prepare(batch: ForwardBatch, kv: KvStorage, logitsFor: "last" | "all" | readonly number[] = "last"): ComputeShape {
     validateBatch(batch);
-    const { ws, backend, config: c } = this;
+    const { ws, backend } = this;
     if (kv.shape.maxSeqLen > ws.maxPageStride) throw new Error(`KV page stride ${kv.shape.maxSeqLen} > ${ws.maxPageStride}`);
     const tokens = batch.inputIds.length;
     const requests = batch.kvLens.length;
-    const allPositions = logitsFor === "all";
     const selected = logitsFor === "all" || logitsFor === "last" ? null : logitsFor;
-    const logitRows = allPositions ? tokens : selected ? selected.length : requests;
+    const logitRows = logitsFor === "all" ? tokens : selected ? selected.length : requests;
     if (tokens > ws.limits.maxTokens || requests > ws.limits.maxRequests || logitRows > ws.limits.maxLogitRows) {
       throw new Error(`forward batch (${tokens} tokens, ${requests} requests) exceeds the workspace limits`);
     }
     for (const p of batch.positions) if (p >= this.maxPositions) throw new Error(`position ${p} ≥ max positions ${this.maxPositions}`);
-    backend.upload(ws.ids, batch.inputIds);
+    const fromPool = batch.idsFromPool === true;
+    if (fromPool && batch.mode !== "decode") throw new Error("forward batch: only decode reads its ids from the token pool");
+    if (!fromPool) backend.upload(ws.ids, batch.inputIds);
     backend.upload(ws.positions, batch.positions);
     backend.upload(ws.outSlots, batch.outSlots);
     backend.upload(ws.qoIndptr, batch.qoIndptr);
     backend.upload(ws.kvLens, batch.kvLens);
     backend.upload(ws.rows, batch.rows);
-
-    backend.ops.embedding(ws.residual, this.weights.embed, ws.ids, tokens, c.hiddenSize, this.shard.vocabStart, this.shard.vocabLocal);
-    this.comm?.allReduceSum(ws.residual, tokens * c.hiddenSize);
-    for (let l = 0; l < c.numLayers; l++) this.layer(l, this.weights.layers[l], batch, kv, tokens);
-    // Add the last MLP output and apply the final norm in one op.
-    backend.ops.addRmsnorm(ws.normed, ws.residual, ws.out, this.weights.finalNorm, tokens, c.hiddenSize, c.rmsNormEps);
-
-    let hidden = ws.normed;
-    if (!allPositions) {
+    // Every decode token is its request's last, so decode logits need no gather.
+    const gather = logitsFor !== "all" && !(batch.mode === "decode" && selected === null);
+    if (gather) {
       const last = new Int32Array(logitRows);
       for (let i = 0; i < logitRows; i++) last[i] = batch.qoIndptr[(selected ? selected[i] : i) + 1] - 1;
       backend.upload(ws.logitIndices, last);
-      backend.ops.gatherRows(ws.gathered, ws.normed, ws.logitIndices, logitRows, c.hiddenSize);
-      hidden = ws.gathered;
     }
-    if (logitRows === 0) return { logits: ws.logits, rows: 0 };
-    if (this.head) this.head.logits(ws.logits, hidden, this.weights.lmHead, logitRows);
-    else backend.ops.gemm(ws.logits, hidden, this.weights.lmHead, 0, logitRows, c.vocabSize, c.hiddenSize, c.hiddenSize, true);
-    return { logits: ws.logits, rows: logitRows };
+    return { mode: batch.mode, tokens, requests, logitRows, gather, fromPool };
   }
 
-  private layer(l: number, w: LayerWeights, batch: ForwardBatch, kv: KvStorage, tokens: number): void {
+  /** Runs the kernels of one forward on inputs already in the workspace. Uploads nothing and depends only
+   * on the shape, so a decode forward can be captured in a CUDA graph and replayed with new inputs. */
+  compute(s: ComputeShape, kv: KvStorage): ForwardOutput {
+    const { ws, backend, config: c } = this;
+    const ops = backend.ops;
+    if (s.fromPool) ops.gatherTokens(ws.ids, ws.tokenPool, ws.rows, s.tokens);
+    ops.embedding(ws.residual, this.weights.embed, ws.ids, s.tokens, c.hiddenSize, this.shard.vocabStart, this.shard.vocabLocal);
+    this.comm?.allReduceSum(ws.residual, s.tokens * c.hiddenSize);
+    for (let l = 0; l < c.numLayers; l++) this.layer(l, this.weights.layers[l], s, kv);
+    // Add the last MLP output and apply the final norm in one op.
+    ops.addRmsnorm(ws.normed, ws.residual, ws.out, this.weights.finalNorm, s.tokens, c.hiddenSize, c.rmsNormEps);
+    if (s.logitRows === 0) return { logits: ws.logits, rows: 0 };
+    let hidden = ws.normed;
+    if (s.gather) {
+      ops.gatherRows(ws.gathered, ws.normed, ws.logitIndices, s.logitRows, c.hiddenSize);
+      hidden = ws.gathered;
+    }
+    if (this.head) this.head.logits(ws.logits, hidden, this.weights.lmHead, s.logitRows);
+    else ops.gemm(ws.logits, hidden, this.weights.lmHead, 0, s.logitRows, c.vocabSize, c.hiddenSize, c.hiddenSize, true);
+    return { logits: ws.logits, rows: s.logitRows };
+  }
+
+  private layer(l: number, w: LayerWeights, s: ComputeShape, kv: KvStorage): void {
     const { ws, backend, local: c } = this; // local head counts and intermediate size
+    const tokens = s.tokens;
     const ops = backend.ops;
     const h = c.hiddenSize;
     if (l === 0) ops.rmsnorm(ws.normed, ws.residual, w.inputNorm, tokens, h, c.rmsNormEps);
@@ -115,12 +144,12 @@ export class DecoderModel {
       c.numHeads, c.numKvHeads, c.headDim, c.headDim, c.rmsNormEps);
     const scale = 1 / Math.sqrt(c.headDim);
     const stride = kv.shape.maxSeqLen;
-    if (batch.mode === "decode") {
+    if (s.mode === "decode") {
       ops.attentionDecode(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.kvLens, tokens, c.numHeads,
         c.numKvHeads, c.headDim, this.qkvDim, scale, ws.decodeScratch, ws.decodeScratchBytes);
     } else {
       ops.attentionPrefill(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.qoIndptr, ws.kvLens,
-        batch.kvLens.length, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
+        s.requests, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
     }
     ops.gemm(ws.out, ws.attn, w.o, 0, tokens, h, this.qDim, this.qDim, false);
     this.comm?.allReduceSum(ws.out, tokens * h);

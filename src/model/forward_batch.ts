@@ -9,6 +9,9 @@ export interface ForwardBatch {
   qoIndptr: Int32Array; // [B + 1] token offsets of each request
   kvLens: Int32Array; // [B] cached + new tokens per request (its page-table row holds that many slots)
   rows: Int32Array; // [B] page-table row of each request
+  /** Decode only: read the input ids from the device token pool (indexed by row) that the sampler wrote,
+   * instead of inputIds, so sampled tokens never round-trip through the host. */
+  idsFromPool?: boolean;
 }
 
 export function validateBatch(b: ForwardBatch): void {

@@ -7,7 +7,7 @@
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 import type { ModelConfig } from "./config.ts";
 import { fillRandomAt } from "./random_fill.ts";
-import { Checkpoint } from "./safetensors.ts";
+import { Checkpoint, type TensorToWrite } from "./safetensors.ts";
 import { SINGLE_RANK, shardLayout, type ShardLayout } from "./shard.ts";
 import { sliceBf16, type Span } from "./tensor_slice.ts";
 
@@ -152,4 +152,33 @@ export function freeWeights(backend: Backend, w: ModelWeights): void {
   const pointers = [w.embed, w.finalNorm, ...w.layers.flatMap((l) => Object.values(l))];
   if (w.lmHead !== w.embed) pointers.push(w.lmHead);
   for (const p of pointers) if (p) backend.free(p);
+}
+
+/** The device weights of an unsharded model as HF-named bf16 tensors (merged ones split again), e.g. to
+ * hand dummy weights to another implementation. */
+export function checkpointTensors(backend: Backend, config: ModelConfig, w: ModelWeights): TensorToWrite[] {
+  const out: TensorToWrite[] = [];
+  const take = (plan: WeightPlan, src: DevicePtr) => {
+    let offset = 0;
+    for (const part of plan.parts) {
+      const data = new Uint8Array(count(part.shape) * 2);
+      backend.download(data, src + offset);
+      offset += data.byteLength;
+      out.push({ name: part.name, dtype: "BF16", shape: part.shape, data });
+    }
+  };
+  const whole = (name: string, shape: number[]): Part => ({ name, shape, rows: all(shape[0]), cols: all(shape[1] ?? 1) });
+  const { vocabSize: v, hiddenSize: h } = config;
+  const unsharded = shardLayout(config, SINGLE_RANK);
+  take({ kind: "matrix", parts: [whole("model.embed_tokens.weight", [v, h])] }, w.embed);
+  w.layers.forEach((layer, i) => {
+    const plans = layerPlans(config, i, unsharded);
+    for (const key of Object.keys(plans) as (keyof LayerWeights)[]) {
+      const plan = plans[key];
+      if (plan) take(plan, layer[key]);
+    }
+  });
+  take({ kind: "norm", parts: [whole("model.norm.weight", [h])] }, w.finalNorm);
+  if (!config.tieWordEmbeddings) take({ kind: "matrix", parts: [whole("lm_head.weight", [v, h])] }, w.lmHead);
+  return out;
 }

@@ -29,6 +29,7 @@ export class Workspace {
   readonly kvLens: DevicePtr;
   readonly rows: DevicePtr;
   readonly logitIndices: DevicePtr;
+  readonly tokenPool: DevicePtr; // int32 per page-table row: the last sampled token of that row's request
   readonly decodeScratch: DevicePtr; // split-KV partial results of decode attention
   readonly decodeScratchBytes: number;
   /** The largest KV page-table stride the decode scratch is sized for. */
@@ -67,6 +68,8 @@ export class Workspace {
     this.kvLens = alloc(r * 4);
     this.rows = alloc(r * 4);
     this.logitIndices = alloc(l * 4);
+    this.tokenPool = alloc((r + 1) * 4);
+    backend.fill(this.tokenPool, 0, (r + 1) * 4);
     this.maxPageStride = Math.ceil(maxPositions / PAGE_STRIDE_ROUNDING) * PAGE_STRIDE_ROUNDING;
     this.decodeScratchBytes = backend.ops.attentionDecodeWorkspace(r, c.numHeads, c.headDim, this.maxPageStride);
     this.decodeScratch = this.decodeScratchBytes > 0 ? alloc(this.decodeScratchBytes) : 0;

@@ -69,7 +69,6 @@ export function serveOptions(flags: Record<string, unknown>, argv: string[], mod
   const model = rawFlag(argv, ["model", "model-path"]) ?? modelDir;
   const seqLen = flags.maxSeqLenOverride;
   const pages = flags.numPages;
-  if (flags.cudaGraphMaxBs !== undefined) intFlag(flags.cudaGraphMaxBs, "cuda-graph-max-bs", 0);
   return {
     modelDir,
     tp,
@@ -83,6 +82,8 @@ export function serveOptions(flags: Record<string, unknown>, argv: string[], mod
     maxPrefillLength: intFlag(flags.maxPrefillLength ?? 8192, "max-prefill-length", 1),
     maxSeqLen: seqLen === undefined ? undefined : intFlag(seqLen, "max-seq-len-override", 1),
     numPages: pages === undefined ? undefined : intFlag(pages, "num-pages", 1),
+    memoryRatio: ratio,
+    cudaGraphMaxBs: flags.cudaGraphMaxBs === undefined ? undefined : intFlag(flags.cudaGraphMaxBs, "cuda-graph-max-bs", 0),
     pageSize: intFlag(flags.pageSize ?? 1, "page-size", 1),
     cache: choice(flags.cache ?? "radix", "cache", ["radix", "naive"] as const),
     dummyWeight: flags.dummyWeight === true,

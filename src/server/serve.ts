@@ -21,6 +21,8 @@ export interface ServeOptions {
   maxPrefillLength: number;
   maxSeqLen?: number;
   numPages?: number;
+  memoryRatio: number;
+  cudaGraphMaxBs?: number;
   pageSize: number;
   cache: "radix" | "naive";
   dummyWeight: boolean;
@@ -49,6 +51,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const client = await EngineClient.start(o.device, {
     modelDir: o.modelDir, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache, maxPrefillLength: o.maxPrefillLength,
     maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen, numPages: o.numPages, eosTokenIds: tokenizer.eosTokenIds,
+    memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
     quiet: o.logLevel !== "debug" && o.logLevel !== "info",
   }, { tp: o.tp ?? 1 });
   const info = client.info;
@@ -79,10 +82,10 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const app = createApp(ctx).listen({ hostname: o.host, port: o.port });
   ctx.state.ready = true;
   const url = `http://${o.host}:${app.server!.port}`;
-  log(`model ${info.architecture} from ${o.modelDir} as '${o.servedModelName}', dtype bfloat16, device ${o.device}` +
+  log(`model ${info.architecture} from ${o.modelDir} as '${o.servedModelName}', dtype bfloat16, device ${info.deviceName}` +
     `${(o.tp ?? 1) > 1 ? ` × ${o.tp} tensor-parallel ranks` : ""}`);
   log(`KV cache: ${info.kvTotalSlots} tokens; max concurrency at full context (${info.maxSeqLen} tokens): ` +
-    `${Math.floor(info.kvTotalSlots / info.maxSeqLen)}; CUDA graphs: none on ${o.device}`);
+    `${Math.floor(info.kvTotalSlots / info.maxSeqLen)}; CUDA graphs: ${info.graphMaxBatch > 0 ? `decode batches up to ${info.graphMaxBatch}` : "none"}`);
   log(`start-up ${((tWarm - t0) / 1000).toFixed(2)} s (tokenizer ${((tTokenizer - t0) / 1000).toFixed(2)} s, ` +
     `engine ${((tEngine - tTokenizer) / 1000).toFixed(2)} s, warm-up ${((tWarm - tEngine) / 1000).toFixed(2)} s); serving on ${url}`);
 

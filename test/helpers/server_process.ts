@@ -8,8 +8,11 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<number>;
 }
 
+/** The server suite runs on the CPU; MINISGL_TEST_DEVICE=cuda runs the same suite on the GPU (test/gpu/run.sh). */
+export const SERVER_TEST_DEVICE = process.env.MINISGL_TEST_DEVICE ?? "cpu";
+
 export async function startServe(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const proc = Bun.spawn(["bun", join(import.meta.dir, "../../src/cli.ts"), "serve", "--port", "0", "--device", "cpu", ...args], {
+  const proc = Bun.spawn(["bun", join(import.meta.dir, "../../src/cli.ts"), "serve", "--port", "0", "--device", SERVER_TEST_DEVICE, ...args], {
     stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env },
   });
   let text = "";

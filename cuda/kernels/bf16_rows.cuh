@@ -1,0 +1,136 @@
+// Row helpers shared by elementwise.cu and qk_norm_rope_store.cu: V-wide bf16 loads/stores (V = 8 is one
+// 16-byte access, V = 1 the scalar fallback), and the per-head RMSNorm + neox RoPE routine of one warp, so the
+// fused kernel and the separate ops round at the same points with the same arithmetic.
+#pragma once
+#include "common.cuh"
+
+namespace msgl {
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Threads for a block that walks `units` vectors: a multiple of 32 in [32, max_threads].
+inline int block_threads(int64_t units, int max_threads) {
+  int64_t t = (units + 31) / 32 * 32;
+  return t < 32 ? 32 : t > max_threads ? max_threads : static_cast<int>(t);
+}
+
+template <int V>
+__device__ __forceinline__ void load_bf16(const msgl_bf16* p, float (&f)[V]) {
+  if constexpr (V == 8) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++) f[i] = to_f32(p[i]);
+  }
+}
+
+// Rounds each value to bf16 (nearest even) and stores them.
+template <int V>
+__device__ __forceinline__ void store_bf16(msgl_bf16* p, const float (&f)[V]) {
+  if constexpr (V == 8) {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) w[i] = static_cast<uint32_t>(to_bf16(f[2 * i])) | static_cast<uint32_t>(to_bf16(f[2 * i + 1])) << 16;
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++) p[i] = to_bf16(f[i]);
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void load_f32(const float* p, float (&f)[V]) {
+  if constexpr (V == 8) {
+    float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++) f[i] = p[i];
+  }
+}
+
+// Bit copy of V bf16 values.
+template <int V>
+__device__ __forceinline__ void copy_bf16(msgl_bf16* dst, const msgl_bf16* src) {
+  if constexpr (V == 8) {
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++) dst[i] = src[i];
+  }
+}
+
+// One warp, in place on one head x[0, hd): when w is non-null, x = bf16(x / rms(x) * w) (msgl_head_rmsnorm);
+// then when cs is non-null (the cos_sin row of this token's position), neox RoPE of the first rot dims
+// (msgl_rope). When copy is non-null, the final head is also written there (the KV-cache slot). V = 8 needs
+// hd % 8 == 0, rot % 16 == 0 and 16-byte aligned x, copy, w and cs.
+template <int V>
+__device__ __forceinline__ void norm_rope_head(msgl_bf16* x, msgl_bf16* copy, const msgl_bf16* w, const float* cs,
+                                               int hd, int rot, float eps) {
+  const int lane = threadIdx.x & 31;
+  float inv = 0.f;
+  if (w) {
+    float sum = 0.f;
+    for (int i = lane * V; i < hd; i += 32 * V) {
+      float v[V];
+      load_bf16<V>(x + i, v);
+#pragma unroll
+      for (int j = 0; j < V; j++) sum = __fmaf_rn(v[j], v[j], sum);
+    }
+    // Every lane's loads above feed this shuffle, so no lane writes x below before all lanes have read it.
+    sum = warp_sum(sum);
+    inv = 1.f / sqrtf(sum / hd + eps);
+  }
+  const int half = cs ? rot / 2 : 0;
+  for (int i = lane * V; i < half; i += 32 * V) {
+    float a[V], b[V], c[V], s[V], ra[V], rb[V];
+    load_bf16<V>(x + i, a);
+    load_bf16<V>(x + i + half, b);
+    if (w) {
+      float wa[V], wb[V];
+      load_bf16<V>(w + i, wa);
+      load_bf16<V>(w + i + half, wb);
+#pragma unroll
+      for (int j = 0; j < V; j++) {
+        a[j] = round_bf16(a[j] * inv * wa[j]);
+        b[j] = round_bf16(b[j] * inv * wb[j]);
+      }
+    }
+    load_f32<V>(cs + i, c);
+    load_f32<V>(cs + half + i, s);
+    // The CPU library (g++ -O3, contraction on) computes a*c - b*s as fma(a, c, -(b*s)) and b*c + a*s as
+    // fma(b, c, a*s); spelled out so both give the same bits.
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+      ra[j] = __fmaf_rn(a[j], c[j], -__fmul_rn(b[j], s[j]));
+      rb[j] = __fmaf_rn(b[j], c[j], __fmul_rn(a[j], s[j]));
+    }
+    store_bf16<V>(x + i, ra);
+    store_bf16<V>(x + i + half, rb);
+    if (copy) {
+      store_bf16<V>(copy + i, ra);
+      store_bf16<V>(copy + i + half, rb);
+    }
+  }
+  if (!w && !copy) return;
+  for (int i = 2 * half + lane * V; i < hd; i += 32 * V) {
+    float v[V];
+    load_bf16<V>(x + i, v);
+    if (w) {
+      float wv[V];
+      load_bf16<V>(w + i, wv);
+#pragma unroll
+      for (int j = 0; j < V; j++) v[j] = v[j] * inv * wv[j];
+      store_bf16<V>(x + i, v);
+    }
+    if (copy) store_bf16<V>(copy + i, v);  // v is bf16-exact here unless w rescaled it, and then rounds the same
+  }
+}
+
+}  // namespace msgl

@@ -1,0 +1,33 @@
+// The GPU suites run only where a CUDA device and build/libmsgl_cuda.so are present; elsewhere each suite
+// is skipped with the reason printed once. Every suite gets the CUDA backend and a CPU backend to compare with.
+import { describe } from "bun:test";
+import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
+import { CpuBackend } from "../../src/backend/cpu.ts";
+import { CudaBackend, cudaUnavailableReason } from "../../src/backend/cuda.ts";
+
+export const gpuSkipReason: string | null = cudaUnavailableReason();
+let gpu: CudaBackend | null = null;
+let cpu: CpuBackend | null = null;
+let announced = false;
+
+/** The shared CUDA backend of this test process (opened on first use). */
+export function cudaBackend(): CudaBackend {
+  gpu ??= new CudaBackend(0);
+  return gpu;
+}
+
+export function describeGpu(name: string, body: (gpu: Backend, cpu: Backend) => void): void {
+  if (gpuSkipReason) {
+    if (!announced) console.log(`test/gpu: skipped, no usable GPU here (${gpuSkipReason})`);
+    announced = true;
+    describe.skip(`${name} [skipped: ${gpuSkipReason}]`, () => {});
+    return;
+  }
+  cpu ??= new CpuBackend();
+  describe(name, () => body(cudaBackend(), cpu!));
+}
+
+/** Fills a buffer with 0xFF bytes (NaN as bf16 and fp32, −1 as int32) so unwritten outputs show. */
+export function poison(backend: Backend, p: DevicePtr, bytes: number): void {
+  backend.fill(p, 0xff, bytes);
+}
