@@ -1,7 +1,10 @@
-// Command line: `bun run serve` (the OpenAI-compatible server) and `bun run generate` (greedy text from a
-// local model directory on the CPU backend, without the engine; with --tp > 1 through the rank workers).
-import { cac } from "cac";
+// Command line: `bun run serve` (the OpenAI-compatible server), `bun run shell` (chat in the terminal) and
+// `bun run generate` (greedy text on the CPU backend, without the engine; with --tp > 1 through the rank
+// workers). Without --model, serve and shell load the embedded default model (models/default).
+import { cac, type CAC } from "cac";
 import { CpuBackend } from "./backend/cpu.ts";
+import { defaultModelDir } from "./default_model.ts";
+import { DEVICE_CHOICES, selectDevice } from "./device_select.ts";
 import { EngineClient } from "./engine/client.ts";
 import { RequestStream } from "./engine/request_stream.ts";
 import { resolveSamplingParams, type SamplingParams } from "./engine/sampling_params.ts";
@@ -84,8 +87,8 @@ async function generate(o: GenerateOptions): Promise<void> {
   model.free();
 }
 
-function main(): void {
-  checkBunVersion();
+/** Every command and flag (the README's flags table is generated from this: scripts/readme_flags.ts). */
+export function buildCli(): CAC {
   const cli = cac("minisgl");
   cli
     .command("generate", "Greedy continuation of a prompt (CPU backend)")
@@ -104,24 +107,31 @@ function main(): void {
   }
   serve.option("--model-path <dir>", "Alias of --model").action(async (flags: Record<string, unknown>) => {
     const model = rawFlag(process.argv, ["model", "model-path"]);
-    if (!model) throw new FlagError("--model is required (a local directory or a Hugging Face id)");
-    const modelDir = await resolveModel(model, { onProgress: progressPrinter() });
+    const modelDir = model ? await resolveModel(model, { onProgress: progressPrinter() }) : defaultModelDir();
     const server = await startServer(serveOptions(flags, process.argv, modelDir));
     exitOnSignals(server);
   });
   cli
     .command("shell", "Interactive chat in the terminal (/reset, /exit)")
-    .option("--model <id>", "Local model directory or Hugging Face id")
-    .option("--device <cpu|cuda>", "Backend", { default: "cpu" })
+    .option("--model <id>", "Local model directory or Hugging Face id (default: the embedded models/default)")
+    .option("--device <auto|cpu|cuda>", "Backend; auto: cuda when a GPU is present and build/libmsgl_cuda.so loads", { default: "auto" })
     .option("--tp <n>", "Tensor-parallel ranks (one Worker each)", { default: 1 })
     .action(async (o: { device: string; tp: number }) => {
       const model = rawFlag(process.argv, ["model", "model-path"]);
-      if (!model) throw new FlagError("--model is required");
-      if (o.device !== "cpu" && o.device !== "cuda") throw new FlagError(`--device must be cpu or cuda (got ${o.device})`);
+      const flag = DEVICE_CHOICES.find((d) => d === o.device);
+      if (flag === undefined) throw new FlagError(`--device must be one of ${DEVICE_CHOICES.join(", ")} (got ${o.device})`);
       if (!Number.isInteger(o.tp) || o.tp < 1) throw new FlagError(`--tp must be an integer ≥ 1 (got ${o.tp})`);
-      await runShell(await resolveModel(model, { onProgress: progressPrinter() }), o.device, o.tp);
+      const { device, note } = selectDevice(flag);
+      if (note !== null) console.error(note);
+      await runShell(model ? await resolveModel(model, { onProgress: progressPrinter() }) : defaultModelDir(), device, o.tp);
     });
   cli.help();
+  return cli;
+}
+
+function main(): void {
+  checkBunVersion();
+  const cli = buildCli();
   cli.parse(process.argv, { run: false });
   if (!cli.matchedCommand && !cli.options.help) {
     cli.outputHelp();
@@ -133,4 +143,4 @@ function main(): void {
   });
 }
 
-main();
+if (import.meta.main) main();

@@ -1,4 +1,6 @@
 // `bun run serve` flags: definitions (shown by --help with their defaults) and validation that names the flag.
+import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME } from "../default_model.ts";
+import { DEVICE_CHOICES, selectDevice } from "../device_select.ts";
 import type { ServeOptions } from "./serve.ts";
 
 export interface FlagSpec {
@@ -9,7 +11,7 @@ export interface FlagSpec {
 }
 
 export const SERVE_FLAGS: FlagSpec[] = [
-  { name: "model", value: "id", help: "Local model directory or Hugging Face id (alias --model-path)" },
+  { name: "model", value: "id", help: "Local model directory or Hugging Face id (alias --model-path); default: the embedded models/default" },
   { name: "tp", value: "n", help: "Tensor-parallel ranks (one Worker each; GPUs on cuda)", default: 1 },
   { name: "dtype", value: "type", help: "Weight and activation dtype: auto | bfloat16", default: "auto" },
   { name: "host", value: "addr", help: "Listen address", default: "127.0.0.1" },
@@ -25,9 +27,9 @@ export const SERVE_FLAGS: FlagSpec[] = [
   { name: "page-size", value: "n", help: "KV allocation granularity in tokens", default: 1 },
   { name: "attn", value: "prefill,decode", help: "Attention kernels (cuda): auto", default: "auto" },
   { name: "cache", value: "radix|naive", help: "Prefix cache", default: "radix" },
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU is present)" },
+  { name: "device", value: "auto|cpu|cuda", help: "Backend; auto: cuda when a GPU is present and build/libmsgl_cuda.so loads, else cpu", default: "auto" },
   { name: "api-key", value: "key", help: "Require 'Authorization: Bearer <key>' (all routes but /health)" },
-  { name: "served-model-name", value: "name", help: "Model name in the API (default: --model)" },
+  { name: "served-model-name", value: "name", help: "Model name in the API (default: --model, or \"default\" for the embedded model)" },
   { name: "log-level", value: "level", help: "debug | info | warning | error", default: "info" },
 ];
 
@@ -55,18 +57,15 @@ function choice<T extends string>(v: unknown, name: string, options: readonly T[
   return String(v) as T;
 }
 
-export function hasGpu(): boolean {
-  return Bun.which("nvidia-smi") !== null && Bun.spawnSync(["nvidia-smi", "-L"]).exitCode === 0;
-}
-
 /** Validated serve options from cac's parsed flags plus the raw argv (for string flags). */
 export function serveOptions(flags: Record<string, unknown>, argv: string[], modelDir: string): ServeOptions {
   const tp = intFlag(flags.tp ?? 1, "tp", 1);
   choice(flags.dtype ?? "auto", "dtype", ["auto", "bfloat16", "bf16"] as const);
   const ratio = Number(flags.memoryRatio ?? 0.9);
   if (!(ratio > 0 && ratio <= 1)) throw new FlagError(`--memory-ratio must be in (0, 1] (got ${flags.memoryRatio})`);
-  const device = choice(flags.device ?? (hasGpu() ? "cuda" : "cpu"), "device", ["cpu", "cuda"] as const);
-  const model = rawFlag(argv, ["model", "model-path"]) ?? modelDir;
+  const { device, note } = selectDevice(choice(flags.device ?? "auto", "device", DEVICE_CHOICES));
+  if (note !== null) console.log(note);
+  const model = rawFlag(argv, ["model", "model-path"]) ?? (modelDir === DEFAULT_MODEL_DIR ? DEFAULT_MODEL_NAME : modelDir);
   const seqLen = flags.maxSeqLenOverride;
   const pages = flags.numPages;
   return {
