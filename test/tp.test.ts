@@ -126,7 +126,7 @@ describe("sharded weights", () => {
     expect(() => shardLayout({ ...qwen, numHeads: 12, numKvHeads: 3 }, { rank: 0, size: 2 }))
       .toThrow("--tp 2 and num_key_value_heads 3 must divide one another");
     expect(() => shardLayout({ ...qwen, intermediateSize: 130 }, { rank: 0, size: 4 })).toThrow("does not divide intermediate_size 130");
-  });
+  }, 10_000);
 });
 
 describe("step plans", () => {
@@ -151,7 +151,7 @@ describe("step plans", () => {
     expect(decodePlan(encodeShutdown([]))).toEqual({ kind: "shutdown", checks: [] });
     expect(decodePlan(encodeShutdown(plan.checks))).toEqual({ kind: "shutdown", checks: plan.checks });
     expect(tokenHash(Int32Array.of(42, 43))).not.toBe(tokenHash(Int32Array.of(43, 42)));
-  });
+  }, 10_000);
 });
 
 /** Runs one sequence on a group of `size` rank Workers; returns each rank's logits [rows, vocab]. */
@@ -388,5 +388,5 @@ describe("through the rank workers", () => {
     const model = await fixtureDir("tiny-qwen3");
     await expect(LLM.create({ model, tp: 3 })).rejects.toThrow("--tp 3 does not divide num_attention_heads 4");
     await expect(EngineClient.start("cpu", { modelDir: model }, { tp: 8 })).rejects.toThrow("--tp 8 does not divide");
-  });
+  }, 10_000);
 });
