@@ -86,6 +86,6 @@ test("the chat template renders as the training data was rendered", async () => 
 });
 
 test("the English measure tells English from gibberish", () => {
-  expect(englishShare("It was a bright cold day in April, and the clocks were striking thirteen.").share).toBe(1);
+  expect(englishShare("It was a bright cold day in April, and the clocks were striking thirteen.").share).toBeGreaterThan(0.9);
   expect(englishShare("thelandmentous faker('$ vrostal [W[W[W quenth").share).toBeLessThan(MIN_ENGLISH_SHARE);
 });

@@ -48,7 +48,7 @@ for (const name of MODELS) {
       const { ref, tokenizer } = await setup(name);
       for (const p of ref.prompts) expect(await tokenizer.encode(p.text)).toEqual(p.ids);
       expect(ref.prompts.some((p) => p.ids.length >= 200)).toBe(true);
-    });
+    }, 60_000);
 
     test("last-position logits match transformers", async () => {
       const { m, ref } = await setup(name);
@@ -60,7 +60,7 @@ for (const name of MODELS) {
           `${((100 * err) / range).toFixed(2)}% of the range ${range.toFixed(2)}`);
         expect(err / range).toBeLessThan(RELATIVE_TOLERANCE);
       });
-    });
+    }, 60_000);
 
     test("top-k at every position matches transformers", async () => {
       const { m, ref } = await setup(name);
@@ -73,7 +73,7 @@ for (const name of MODELS) {
           if (p.topk_values[t][0] - p.topk_values[t][1] > tol) expect(argmax(row)).toBe(p.topk_ids[t][0]);
         });
       }
-    });
+    }, 60_000);
 
       test("greedy continuation (prefill + decode) matches transformers up to near-ties", async () => {
       const { m, ref } = await setup(name);
@@ -92,7 +92,7 @@ for (const name of MODELS) {
         compared += comparable;
       }
       console.log(`${name}: free-running greedy compared over ${compared} of ${ref.prompts.length * 32} steps`);
-    });
+    }, 60_000);
 
     test("decode along the reference continuation picks transformers' token at every clear step", async () => {
       const { m, ref } = await setup(name);
@@ -112,7 +112,7 @@ for (const name of MODELS) {
       }
       console.log(`${name}: teacher-forced decode compared at ${compared} of ${ref.prompts.length * 32} steps`);
       expect(compared).toBeGreaterThanOrEqual(48); // the fixtures must give logits wide enough to compare
-    });
+    }, 60_000);
 
     test("one prefill, chunks of 3 + 5 + rest, and token-by-token decode agree", async () => {
       const { m, ref } = await setup(name);
@@ -126,6 +126,6 @@ for (const name of MODELS) {
         expect(maxAbsDiff(chunked[t], whole[t]) / range).toBeLessThan(PATH_TOLERANCE);
         expect(maxAbsDiff(stepwise[t], whole[t]) / range).toBeLessThan(PATH_TOLERANCE);
       }
-    });
+    }, 60_000);
   });
 }
