@@ -40,8 +40,9 @@ async function generateParallel(o: GenerateOptions): Promise<void> {
   console.error(`loaded ${client.info.architecture} from ${o.model} on ${o.tp} ranks in ` +
     `${((performance.now() - started) / 1000).toFixed(2)} s (cpu)`);
   try {
-    const params = resolveSamplingParams({ maxTokens: o.maxTokens, temperature: 0 }, client.info.defaults as SamplingParams,
-      client.info.vocabSize);
+    // Plain greedy as the single-rank path: no penalties from the model's generation_config.json.
+    const params = resolveSamplingParams({ maxTokens: o.maxTokens, temperature: 0, repetitionPenalty: 1, presencePenalty: 0,
+      frequencyPenalty: 0 }, client.info.defaults as SamplingParams, client.info.vocabSize);
     const t0 = performance.now();
     const stream = new RequestStream(client, tokenizer, 1, promptIds, params);
     for await (const step of stream.updates()) for (const u of step) process.stdout.write(u.text);
