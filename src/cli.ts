@@ -1,10 +1,13 @@
 // Command line: `bun run serve` (the OpenAI-compatible server), `bun run shell` (chat in the terminal) and
-// `bun run generate` (greedy text on the CPU backend, without the engine). Without --model, serve and shell
-// load the embedded default model (models/default).
+// `bun run generate` (greedy text on the CPU backend, without the engine; with --tp > 1 through the rank
+// workers). Without --model, serve and shell load the embedded default model (models/default).
 import { cac, type CAC } from "cac";
 import { CpuBackend } from "./backend/cpu.ts";
 import { defaultModelDir } from "./default_model.ts";
 import { DEVICE_CHOICES, selectDevice } from "./device_select.ts";
+import { EngineClient } from "./engine/client.ts";
+import { RequestStream } from "./engine/request_stream.ts";
+import { resolveSamplingParams, type SamplingParams } from "./engine/sampling_params.ts";
 import { loadModel } from "./model/load.ts";
 import { argmax, SingleSequence } from "./model/sequence.ts";
 import { checkBunVersion } from "./runtime.ts";
@@ -21,10 +24,41 @@ interface GenerateOptions {
   prompt: string;
   maxTokens: number;
   dummyWeight?: boolean;
+  tp: number;
+}
+
+/** Greedy generation by the tensor-parallel rank workers (the engine), streamed as it decodes. */
+async function generateParallel(o: GenerateOptions): Promise<void> {
+  const tokenizer = await TextTokenizer.load(o.model);
+  const promptIds = await tokenizer.encode(String(o.prompt));
+  if (promptIds.length === 0) throw new Error("--prompt is empty");
+  const started = performance.now();
+  const client = await EngineClient.start("cpu", {
+    modelDir: o.model, dummyWeight: o.dummyWeight, eosTokenIds: tokenizer.eosTokenIds, quiet: true, maxRunningRequests: 1,
+    maxSeqLen: promptIds.length + o.maxTokens,
+  }, { tp: o.tp });
+  console.error(`loaded ${client.info.architecture} from ${o.model} on ${o.tp} ranks in ` +
+    `${((performance.now() - started) / 1000).toFixed(2)} s (cpu)`);
+  try {
+    // Plain greedy as the single-rank path: no penalties from the model's generation_config.json.
+    const params = resolveSamplingParams({ maxTokens: o.maxTokens, temperature: 0, repetitionPenalty: 1, presencePenalty: 0,
+      frequencyPenalty: 0 }, client.info.defaults as SamplingParams, client.info.vocabSize);
+    const t0 = performance.now();
+    const stream = new RequestStream(client, tokenizer, 1, promptIds, params);
+    for await (const step of stream.updates()) for (const u of step) process.stdout.write(u.text);
+    process.stdout.write("\n");
+    const generated = stream.completionTokens;
+    const seconds = (performance.now() - t0) / 1000;
+    console.error(`${generated} tokens in ${seconds.toFixed(2)} s (${(generated / seconds).toFixed(1)} tok/s)`);
+  } finally {
+    await client.close();
+  }
 }
 
 async function generate(o: GenerateOptions): Promise<void> {
   if (!Number.isInteger(o.maxTokens) || o.maxTokens < 1) throw new Error(`--max-tokens must be an integer ≥ 1`);
+  if (!Number.isInteger(o.tp) || o.tp < 1) throw new FlagError(`--tp must be an integer ≥ 1 (got ${o.tp})`);
+  if (o.tp > 1) return generateParallel(o);
   const backend = new CpuBackend();
   const tokenizer = await TextTokenizer.load(o.model);
   const promptIds = await tokenizer.encode(String(o.prompt));
@@ -63,6 +97,7 @@ export function buildCli(): CAC {
     .option("--prompt <text>", "Prompt text (no chat template)", { default: "Once upon a time" })
     .option("--max-tokens <n>", "Tokens to generate", { default: 32 })
     .option("--dummy-weight", "Random weights from config.json alone")
+    .option("--tp <n>", "Tensor-parallel ranks (one Worker each)", { default: 1 })
     .action(async (o: GenerateOptions) => {
       if (!o.model) throw new Error("--model is required");
       await generate(o);
@@ -81,13 +116,15 @@ export function buildCli(): CAC {
     .command("shell", "Interactive chat in the terminal (/reset, /exit)")
     .option("--model <id>", "Local model directory or Hugging Face id (default: the embedded models/default)")
     .option("--device <auto|cpu|cuda>", "Backend; auto: cuda when a GPU is present and build/libmsgl_cuda.so loads", { default: "auto" })
-    .action(async (o: { device: string }) => {
+    .option("--tp <n>", "Tensor-parallel ranks (one Worker each)", { default: 1 })
+    .action(async (o: { device: string; tp: number }) => {
       const model = rawFlag(process.argv, ["model", "model-path"]);
       const flag = DEVICE_CHOICES.find((d) => d === o.device);
       if (flag === undefined) throw new FlagError(`--device must be one of ${DEVICE_CHOICES.join(", ")} (got ${o.device})`);
+      if (!Number.isInteger(o.tp) || o.tp < 1) throw new FlagError(`--tp must be an integer ≥ 1 (got ${o.tp})`);
       const { device, note } = selectDevice(flag);
       if (note !== null) console.error(note);
-      await runShell(model ? await resolveModel(model, { onProgress: progressPrinter() }) : defaultModelDir(), device);
+      await runShell(model ? await resolveModel(model, { onProgress: progressPrinter() }) : defaultModelDir(), device, o.tp);
     });
   cli.help();
   return cli;

@@ -10,7 +10,7 @@ import { TextTokenizer } from "./tokenizer/tokenizer.ts";
 export interface LLMOptions {
   model: string; // local model directory
   device?: "cpu" | "cuda";
-  tp?: number;
+  tp?: number; // tensor-parallel ranks, one Worker each (default 1)
   pageSize?: number;
   cache?: "radix" | "naive";
   maxPrefillLength?: number;
@@ -51,14 +51,13 @@ export class LLM {
   static async create(o: LLMOptions): Promise<LLM> {
     checkBunVersion();
     if (!existsSync(o.model)) throw new Error(`model directory ${o.model} does not exist`);
-    if ((o.tp ?? 1) !== 1) throw new Error("tp > 1 is not available yet (tensor parallelism is a later issue)");
     const tokenizer = await TextTokenizer.load(o.model);
     const client = await EngineClient.start(o.device ?? "cpu", {
       modelDir: o.model, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache,
       maxPrefillLength: o.maxPrefillLength, maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen,
       numPages: o.numPages, memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
       eosTokenIds: tokenizer.eosTokenIds, quiet: !o.log,
-    });
+    }, { tp: o.tp ?? 1 });
     return new LLM(client, tokenizer);
   }
 

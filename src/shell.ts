@@ -15,9 +15,10 @@ function envNumber(name: string, fallback?: number): number | undefined {
   return n;
 }
 
-export async function runShell(modelDir: string, device: "cpu" | "cuda"): Promise<void> {
+export async function runShell(modelDir: string, device: "cpu" | "cuda", tp = 1): Promise<void> {
   const tokenizer = await TextTokenizer.load(modelDir);
-  const client = await EngineClient.start(device, { modelDir, eosTokenIds: tokenizer.eosTokenIds, quiet: true, maxRunningRequests: 4 });
+  const client = await EngineClient.start(device, { modelDir, eosTokenIds: tokenizer.eosTokenIds, quiet: true, maxRunningRequests: 4 },
+    { tp });
   const params: SamplingParams = resolveSamplingParams({
     maxTokens: envNumber("MINISGL_SHELL_MAX_TOKENS", 2048), temperature: envNumber("MINISGL_SHELL_TEMPERATURE", 0.6),
     topP: envNumber("MINISGL_SHELL_TOP_P"), topK: envNumber("MINISGL_SHELL_TOP_K"),

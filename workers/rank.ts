@@ -1,11 +1,17 @@
 // Rank worker: owns one backend and one Engine, fed through the request ring, answering through the
 // result ring (one record and one notify per engine step). Shutdown is cooperative: a Shutdown record or
 // a closed request ring ends every live request with "abort", frees the device and exits.
+// With tensor parallelism (`group`), rank 0 runs the engine and sends each step's plan to ranks 1..N−1,
+// which run src/engine/follower.ts. A rank that throws fails the whole group (every rank stops with the
+// same error) and reports it to the main thread; rank 0 then closes the result ring.
 import type { Backend } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { CudaBackend } from "../src/backend/cuda.ts";
 import { Engine, type EngineOptions, type StepOutput } from "../src/engine/engine.ts";
+import { Follower } from "../src/engine/follower.ts";
+import { closePlanRings, joinRankGroup, leadRankGroup, type RankGroupInit } from "../src/engine/rank_group.ts";
 import type { FinishReason } from "../src/engine/request.ts";
+import { GroupControl } from "../src/ipc/group_control.ts";
 import { SharedRing } from "../src/ipc/ring.ts";
 import {
   decodeRequest, encodeFlushDone, encodeRequestError, encodeStepResults, Finish, type FinishCode, type TokenResult,
@@ -19,6 +25,8 @@ export interface RankInit {
   requestRing: SharedArrayBuffer;
   resultRing: SharedArrayBuffer;
   engine: Omit<EngineOptions, "log"> & { quiet?: boolean };
+  /** Tensor parallelism: the group's shared memory (null for a single rank). */
+  group: RankGroupInit | null;
 }
 
 export interface RankReady {
@@ -72,7 +80,8 @@ function run(init: RankInit): void {
   const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
   const deviceName = backend instanceof CudaBackend ? `cuda:${init.rank} (${backend.name})` : "cpu";
   const tBackend = performance.now();
-  const engine = Engine.create(backend, { ...init.engine, log });
+  const tp = init.group ? leadRankGroup(init.group, backend) : null;
+  const engine = Engine.create(backend, { ...init.engine, log }, tp);
   log(`start-up: ${deviceName} ready in ${((tBackend - started) / 1000).toFixed(2)} s, engine (weights, KV, graphs) in ` +
     `${((performance.now() - tBackend) / 1000).toFixed(2)} s`);
   const ready: RankReady = {
@@ -86,6 +95,7 @@ function run(init: RankInit): void {
 
   let stopping = false;
   while (true) {
+    tp?.control.throwIfFailed();
     for (let words = requests.read(); words; words = requests.read()) {
       const m = decodeRequest(words);
       if (m.kind === "newRequest") {
@@ -115,17 +125,45 @@ function run(init: RankInit): void {
     const out = engine.step();
     write(results, encodeStepResults(wireStats(out.stats), toResults(out)));
   }
-  engine.close();
+  engine.close(); // tells the other ranks to stop
+  tp?.comm.close();
   backend.close();
   results.notify();
   results.close();
-  postMessage({ type: "exited" });
+}
+
+/** Ranks 1..N−1 of a tensor-parallel group. */
+function follow(init: RankInit, group: RankGroupInit): void {
+  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
+  const member = joinRankGroup(group, init.rank, backend);
+  const ring = SharedRing.attach(group.planRings[init.rank - 1]);
+  const follower = Follower.create(backend, member, ring, init.engine, group.fault);
+  postMessage({ type: "ready", rank: init.rank });
+  follower.run();
+  follower.close();
+  backend.close();
+}
+
+/** Fails the group (the first failure wins, so every rank reports the same one) and wakes whoever waits. */
+function fail(init: RankInit, e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  if (init.rank === 0) SharedRing.attach(init.resultRing).close();
+  if (!init.group) return message;
+  const control = GroupControl.attach(init.group.control);
+  control.fail(init.rank, message);
+  if (init.rank === 0) closePlanRings(init.group);
+  return control.failure?.message ?? message;
 }
 
 self.onmessage = (event: MessageEvent<RankInit>) => {
+  const init = event.data;
+  postMessage({ type: "started" });
   try {
-    run(event.data);
+    if (init.rank === 0) run(init);
+    else if (init.group) follow(init, init.group);
+    else throw new Error(`rank ${init.rank} without a group`);
   } catch (e) {
-    postMessage({ type: "error", message: e instanceof Error ? e.message : String(e) });
+    postMessage({ type: "error", rank: init.rank, message: fail(init, e) });
   }
+  postMessage({ type: "exited" });
 };

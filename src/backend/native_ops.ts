@@ -134,7 +134,8 @@ export class NativeOps {
     this.check(this.lib.msgl_argmax(P(out), P(logits), rows, vocab, P(this.stream)), "argmax");
   }
 
-  fillRandom(x: DevicePtr, n: number, seed: number, mean: number, std: number): void {
+  /** seed: a uint64 (a number for small seeds). */
+  fillRandom(x: DevicePtr, n: number, seed: number | bigint, mean: number, std: number): void {
     this.check(this.lib.msgl_fill_random(P(x), n, BigInt(seed), mean, std, P(this.stream)), "fill_random");
   }
 

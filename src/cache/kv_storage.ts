@@ -19,6 +19,8 @@ export class KvStorage {
   readonly bytes: number;
   readonly paddingSlot: number;
   readonly paddingRow: number;
+  /** Called after every page-table write (rank 0 of a tensor-parallel group forwards them to its peers). */
+  onPageTableWrite: ((row: number, start: number, slots: Int32Array) => void) | null = null;
 
   constructor(
     private readonly backend: Backend,
@@ -43,6 +45,7 @@ export class KvStorage {
       throw new Error(`page table write out of range: row ${row}, [${start}, ${start + slots.length})`);
     }
     this.backend.upload(this.pageTable + (row * this.shape.maxSeqLen + start) * 4, slots);
+    this.onPageTableWrite?.(row, start, slots);
   }
 
   free(): void {

@@ -1,59 +1,93 @@
-// Main-thread side of a rank worker: spawns it with a ready handshake, writes requests into the request
-// ring, and drains the result ring (Atomics.waitAsync), dispatching each result to its request's handler.
+// Main-thread side of the rank workers: spawns them one at a time with a ready handshake, writes requests
+// into rank 0's request ring, and drains its result ring (Atomics.waitAsync), dispatching each result to
+// its request's handler. With tensor parallelism there is one Worker per rank; only rank 0 talks to the
+// main thread. If any rank fails, every live request ends with that error (EngineFailed) and the client
+// refuses new ones.
 import { SharedRing } from "../ipc/ring.ts";
 import {
   decodeResult, encodeAbort, encodeFlush, encodeNewRequest, encodeShutdown, type StepStats, type TokenResult,
 } from "../ipc/messages.ts";
+import { loadModelConfig } from "../model/config.ts";
+import { shardLayout } from "../model/shard.ts";
 import type { RankInit, RankReady } from "../../workers/rank.ts";
+import { createRankGroup, type RankGroupOptions } from "./rank_group.ts";
+import { RankWorker } from "./rank_worker.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 
 export interface RequestHandlers {
   onResult(r: TokenResult): void; // tokens and the final entry (finish ≠ none)
   onError(message: string): void; // rejected by the engine; no other reply follows
+  onFailure(message: string): void; // the engine failed; no other reply follows
+}
+
+export interface StartOptions {
+  tp?: number; // tensor-parallel ranks (default 1)
+  group?: RankGroupOptions;
+}
+
+/** The engine stopped (a rank threw, or a collective timed out): nothing more will run. */
+export class EngineFailed extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "EngineFailed";
+  }
 }
 
 const RING_WORDS = 1 << 22; // 16 MiB per ring
+const EXIT_GRACE_MS = 10_000; // after a failure, how long close() waits for ranks before terminating them
+
+function within<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
 
 export class EngineClient {
   private readonly handlers = new Map<number, RequestHandlers>();
   private readonly flushes = new Map<number, (ok: boolean) => void>();
   private nextFlush = 1;
   private draining: Promise<void>;
-  private exited: Promise<void>;
+  private failure: string | null = null;
   onStats: ((s: StepStats) => void) | null = null;
+  /** Called once if the engine fails after start-up. */
+  onFatal: ((message: string) => void) | null = null;
 
   private constructor(
-    private readonly worker: Worker,
+    private readonly ranks: RankWorker[],
     private readonly requests: SharedRing,
     private readonly results: SharedRing,
     readonly info: RankReady,
-    exited: Promise<void>,
   ) {
-    this.exited = exited;
     this.draining = this.drain();
+    for (const r of ranks) r.onError = (message) => this.fail(message);
   }
 
-  static async start(device: RankInit["device"], engine: RankInit["engine"]): Promise<EngineClient> {
+  static async start(device: RankInit["device"], engine: RankInit["engine"], o: StartOptions = {}): Promise<EngineClient> {
+    const tp = o.tp ?? 1;
+    if (!Number.isInteger(tp) || tp < 1) throw new Error(`tp must be an integer ≥ 1 (got ${tp})`);
+    if (tp > 1) shardLayout(loadModelConfig(engine.modelDir), { rank: 0, size: tp }); // a clear error before any Worker
     const requests = SharedRing.create(RING_WORDS);
     const results = SharedRing.create(RING_WORDS);
-    const worker = new Worker(new URL("../../workers/rank.ts", import.meta.url).href);
-    let onExit = () => {};
-    const exited = new Promise<void>((resolve) => (onExit = resolve));
-    const ready = await new Promise<RankReady>((resolve, reject) => {
-      worker.onmessage = (e: MessageEvent) => {
-        if (e.data?.type === "ready") resolve(e.data as RankReady);
-        else if (e.data?.type === "error") reject(new Error(`rank 0 failed to start: ${e.data.message}`));
-        else if (e.data?.type === "exited") onExit();
-      };
-      worker.onerror = (e) => reject(new Error(`rank 0 crashed: ${e.message}`));
-      const init: RankInit = { rank: 0, device, requestRing: requests.buffer, resultRing: results.buffer, engine };
-      worker.postMessage(init);
-    });
-    return new EngineClient(worker, requests, results, ready, exited);
+    const group = tp > 1 ? createRankGroup(tp, o.group) : null;
+    const ranks: RankWorker[] = [];
+    for (let rank = 0; rank < tp; rank++) {
+      ranks.push(await RankWorker.spawn({ rank, device, requestRing: requests.buffer, resultRing: results.buffer, engine, group }));
+    }
+    try {
+      const ready = await Promise.all(ranks.map((r) => r.ready));
+      return new EngineClient(ranks, requests, results, ready[0] as RankReady);
+    } catch (e) {
+      // The failing rank failed the group, so the others stop too; rank 0 also stops on a closed ring.
+      requests.close();
+      await within(Promise.all(ranks.map((r) => r.exited)), EXIT_GRACE_MS);
+      for (const r of ranks) r.terminate();
+      throw e;
+    }
   }
 
   /** Queues a request; false when the request ring is full (the caller answers 503 / retries). */
   submit(uid: number, prompt: ArrayLike<number>, params: SamplingParams, handlers: RequestHandlers): boolean {
+    if (this.failure) throw new EngineFailed(this.failure);
     if (!this.requests.tryWrite(encodeNewRequest(uid, Int32Array.from(prompt), params))) return false;
     for (let i = 0; i < params.n; i++) this.handlers.set(uid + i, handlers);
     this.requests.notify();
@@ -61,12 +95,13 @@ export class EngineClient {
   }
 
   abort(uid: number): void {
-    if (!this.handlers.has(uid)) return;
+    if (!this.handlers.has(uid) || this.failure) return;
     while (!this.requests.tryWrite(encodeAbort(uid))) Bun.sleepSync(1);
     this.requests.notify();
   }
 
   flush(): Promise<boolean> {
+    if (this.failure) return Promise.resolve(false);
     const uid = this.nextFlush++;
     return new Promise((resolve) => {
       this.flushes.set(uid, resolve);
@@ -77,6 +112,11 @@ export class EngineClient {
 
   get liveRequests(): number {
     return this.handlers.size;
+  }
+
+  /** Why the engine stopped, or null while it runs. */
+  get failed(): string | null {
+    return this.failure;
   }
 
   private async drain(): Promise<void> {
@@ -108,15 +148,33 @@ export class EngineClient {
     }
   }
 
-  /** Cooperative shutdown: live requests end with "abort", the worker frees its memory and exits. */
+  /** A rank failed: what rank 0 already answered still counts; every other live request gets the error. */
+  private fail(message: string): void {
+    if (this.failure) return;
+    this.failure = `the engine stopped: ${message}`;
+    for (let words = this.results.read(); words; words = this.results.read()) this.dispatch(words);
+    const ended = new Set(this.handlers.values());
+    this.handlers.clear();
+    for (const h of ended) h.onFailure(this.failure);
+    for (const resolve of this.flushes.values()) resolve(false);
+    this.flushes.clear();
+    if (!this.requests.closed) {
+      this.requests.close(); // rank 0, if still running, stops
+      this.requests.notify();
+    }
+    this.onFatal?.(this.failure);
+  }
+
+  /** Cooperative shutdown: live requests end with "abort", the workers free their memory and exit. */
   async close(): Promise<void> {
     if (!this.requests.closed) {
       while (!this.requests.tryWrite(encodeShutdown())) Bun.sleepSync(1);
       this.requests.notify();
     }
-    await this.draining;
-    await this.exited;
+    const exited = Promise.all([this.draining, ...this.ranks.map((r) => r.exited)]);
+    if (this.failure) await within(exited, EXIT_GRACE_MS);
+    else await exited;
     this.requests.close();
-    this.worker.terminate();
+    for (const r of this.ranks) r.terminate();
   }
 }

@@ -16,6 +16,8 @@ import { generationDefaults } from "./generation_defaults.ts";
 import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "./sampling_params.ts";
 import { Scheduler, type ScheduledStep } from "./scheduler.ts";
 import { StepLogger } from "./step_logger.ts";
+import type { RankLeader } from "./rank_group.ts";
+import type { StepPublisher } from "./step_publisher.ts";
 
 export interface EngineOptions {
   modelDir: string;
@@ -73,6 +75,7 @@ interface InFlightStep {
   step: ScheduledStep;
   wait: (() => SampleResult) | null;
   result: SampleResult | null;
+  planStep: number; // tensor parallelism: the step number its plan went out with (-1: none)
 }
 
 /** A pending token whose value is still on the device. */
@@ -99,6 +102,8 @@ export class Engine {
   readonly overlap: boolean;
   /** Overlap scheduling: the step whose sampled tokens are not post-processed yet. */
   private inflight: InFlightStep | null = null;
+  /** Tensor parallelism: sends each forward's and each sampling's plan to the other ranks. */
+  private publisher: StepPublisher | null = null;
 
   private constructor(
     private readonly backend: Backend,
@@ -126,7 +131,8 @@ export class Engine {
     this.overlap = o.overlap ?? process.env.MINISGL_DISABLE_OVERLAP_SCHEDULING !== "1";
   }
 
-  static create(backend: Backend, o: EngineOptions): Engine {
+  /** `tp`: this engine is rank 0 of a tensor-parallel group (src/engine/rank_group.ts). */
+  static create(backend: Backend, o: EngineOptions, tp: RankLeader | null = null): Engine {
     const log = o.log ?? ((line: string) => console.log(line));
     const pageSize = o.pageSize ?? 1;
     const maxRunning = o.maxRunningRequests ?? 256;
@@ -136,11 +142,13 @@ export class Engine {
     }
     const loaded = loadModel(backend, {
       modelDir: o.modelDir, dummyWeight: o.dummyWeight, maxSeqLen: o.maxSeqLen,
-      maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning,
+      maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning, comm: tp?.comm,
     });
     const c = loaded.config;
     const rowLength = Math.ceil(loaded.maxSeqLen / pageSize) * pageSize; // rows hold whole pages
-    const shape = { layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim, rows: maxRunning + 1, maxSeqLen: rowLength };
+    const shape = {
+      layers: c.numLayers, kvHeads: loaded.model.shard.kvHeads, headDim: c.headDim, rows: maxRunning + 1, maxSeqLen: rowLength,
+    };
     let kvTokens = o.numPages ? o.numPages * pageSize : o.kvTokens;
     if (kvTokens === undefined) {
       kvTokens = backend instanceof CudaBackend
@@ -158,7 +166,13 @@ export class Engine {
         log(`CUDA graphs: ${graphs.buckets.length} decode batch sizes up to ${graphs.maxBatch} captured in ${graphs.captureSeconds.toFixed(2)} s`);
       } else log("CUDA graphs: disabled");
     }
-    return new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen, graphs);
+    const engine = new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen, graphs);
+    if (tp) {
+      tp.publisher.setup({ maxPositions: loaded.maxSeqLen, limits: loaded.model.ws.limits, kv: storage.shape });
+      storage.onPageTableWrite = (row, start, slots) => tp.publisher.pageTableWrite(row, start, slots);
+      engine.publisher = tp.publisher;
+    }
+    return engine;
   }
 
   /** Validates and queues one prompt (n samples get uids uid … uid+n−1); returns an error message instead
@@ -254,6 +268,7 @@ export class Engine {
   private collect(x: InFlightStep): SampleResult | null {
     if (!x.result && x.wait) {
       x.result = x.wait();
+      this.publisher?.sampled(x.planStep, x.result.tokens);
       x.step.sampleRows.forEach((b, i) => {
         const r = x.step.requests[b];
         if (r.pendingToken === UNKNOWN_TOKEN) r.pendingToken = x.result!.tokens[i];
@@ -274,8 +289,9 @@ export class Engine {
 
   private forward(step: ScheduledStep): ForwardOutput {
     const batch = step.batch;
+    if (batch.mode === "decode") batch.idsFromPool = true;
+    this.publisher?.forward(batch, step.sampleRows); // before this rank's first collective
     if (batch.mode === "decode") {
-      batch.idsFromPool = true;
       return this.graphs?.tryRun(batch) ?? this.model.forward(batch, this.storage, "last");
     }
     return this.model.forward(batch, this.storage, step.sampleRows);
@@ -283,18 +299,19 @@ export class Engine {
 
   private run(step: ScheduledStep): InFlightStep {
     const out = this.forward(step);
-    if (step.sampleRows.length === 0) return { step, wait: null, result: null };
+    if (step.sampleRows.length === 0) return { step, wait: null, result: null, planStep: -1 };
     const rows = step.sampleRows.map((b) => step.requests[b]);
     // Penalties count the output tokens, so they need the previous step's token on the host: collect it
     // now (its step has finished or is about to on the device; this step is already queued behind it).
     if (this.inflight && rows.some((r) => hasPenalties(r.params) && r.pendingToken === UNKNOWN_TOKEN)) this.collect(this.inflight);
-    const wait = this.sampler.sample(out.logits, rows.map((r) => {
+    const plan = this.sampler.plan(rows.map((r) => {
       const banned = r.generated < r.params.minTokens ? [...this.eosTokenIds, ...r.params.stopTokenIds] : [];
       // Only penalties read the output; skip copying it (with a pending token) for every other row.
       const outputTokens = hasPenalties(r.params) ? r.generatedTokens() : r.output;
       return { params: r.params, poolRow: r.row, seed: r.seed, step: r.generated, promptTokens: r.prompt, outputTokens, banned };
     }));
-    return { step, wait, result: null };
+    const planStep = this.publisher?.sample(plan) ?? -1;
+    return { step, wait: this.sampler.run(out.logits, plan), result: null, planStep };
   }
 
   /** Appends a sampled token, ends the request when it is done, and describes it for the owner. */
@@ -357,7 +374,9 @@ export class Engine {
     return this.requests.size;
   }
 
+  /** Frees the device memory; rank 0 of a tensor-parallel group first tells the other ranks to stop. */
   close(): void {
+    this.publisher?.shutdown();
     this.backend.synchronize();
     this.graphs?.close();
     this.sampler.free();

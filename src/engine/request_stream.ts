@@ -4,7 +4,7 @@
 import type { TokenResult } from "../ipc/messages.ts";
 import { Finish } from "../ipc/messages.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import type { EngineClient } from "./client.ts";
+import { type EngineClient, EngineFailed } from "./client.ts";
 import { SampleOutput, type TokenLogprob } from "./sample_output.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 
@@ -29,6 +29,7 @@ export class RequestStream {
   cachedTokens = 0;
   private readonly pending: TokenResult[] = [];
   private rejected: string | null = null;
+  private failed: string | null = null;
   private wake: (() => void) | null = null;
 
   constructor(
@@ -47,6 +48,10 @@ export class RequestStream {
       },
       onError: (message) => {
         this.rejected = message;
+        this.wake?.();
+      },
+      onFailure: (message) => {
+        this.failed = message;
         this.wake?.();
       },
     });
@@ -78,6 +83,7 @@ export class RequestStream {
     try {
       while (!this.done) {
         if (this.rejected) throw new RequestRejected(this.rejected);
+        if (this.failed) throw new EngineFailed(this.failed);
         if (signal?.aborted) return;
         if (this.pending.length === 0) {
           await new Promise<void>((resolve) => (this.wake = resolve));

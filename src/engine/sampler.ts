@@ -2,6 +2,8 @@
 // of the native sampling ops (one packed upload), runs penalties → logit bias / bans → sample → log-probs,
 // writes the tokens into the device token pool (the next decode step's inputs) and starts one download of
 // the results, which the caller collects later. Penalties and bias are applied to the logits in place.
+// plan() is the host half and run() the device half: rank 0 of a tensor-parallel group plans, and every
+// rank runs the same plan on the same logits (so every rank's token pool holds the same tokens).
 import type { Backend, DevicePtr } from "../backend/backend.ts";
 import { isGreedy, SAMPLING_LIMITS, type SamplingParams } from "./sampling_params.ts";
 
@@ -56,6 +58,22 @@ class Entries {
   }
 }
 
+/** What one sample call runs, prepared on the host: the ops to run and their packed inputs. Rank 0 of a
+ * tensor-parallel group sends it to the other ranks, which then sample exactly the same tokens. */
+export interface SamplingPlan {
+  rows: number;
+  /** Greedy with no penalties, bans or log-probs: argmax only; the words are just the pool rows. */
+  argmaxOnly: boolean;
+  /** Log-probabilities with this many top entries per row; -1: none. */
+  topK: number;
+  penalties: number; // entries at word penaltyAt (rows, tokens, output counts)
+  penaltyAt: number;
+  sparse: number; // entries at word sparseAt (rows, tokens, f32 values)
+  sparseAt: number;
+  /** Per-row parameter sections, then the entries; uploaded as they are. */
+  words: Int32Array;
+}
+
 export class Sampler {
   private inputWords: number;
   private input: DevicePtr;
@@ -80,6 +98,11 @@ export class Sampler {
 
   /** Launches the sampling of `rows`; the returned function waits for the results. */
   sample(logits: DevicePtr, rows: SamplerRow[]): () => SampleResult {
+    return this.run(logits, this.plan(rows));
+  }
+
+  /** Host work only. The plan's words alias a staging buffer that the next plan() call reuses. */
+  plan(rows: SamplerRow[]): SamplingPlan {
     const n = rows.length;
     if (n > this.maxRows) throw new Error(`Sampler: ${n} rows exceed maxRows ${this.maxRows}`);
     const penalties = new Entries();
@@ -97,20 +120,16 @@ export class Sampler {
       if (hasPenalties(p)) this.penaltyEntries(penalties, r, row);
       this.sparseEntries(sparse, r, row);
     });
-
-    const ops = this.backend.ops;
-    const out = this.output;
-    const onlyArgmax = greedy && !logprobs && penalties.length === 0 && sparse.length === 0;
-    this.ensureCapacity(Section.Count * n + ENTRY_WORDS * (penalties.length + sparse.length));
+    const argmaxOnly = greedy && !logprobs && penalties.length === 0 && sparse.length === 0;
+    const need = Section.Count * n + ENTRY_WORDS * (penalties.length + sparse.length);
+    if (need * 4 > this.staging.byteLength) this.staging = new ArrayBuffer(Math.max(need * 4, 2 * this.staging.byteLength));
     const f32 = new Float32Array(this.staging);
     const i32 = new Int32Array(this.staging);
     const u32 = new Uint32Array(this.staging);
-    if (onlyArgmax) {
+    const topK = logprobs ? k : -1;
+    if (argmaxOnly) {
       rows.forEach((row, r) => (i32[r] = row.poolRow));
-      this.backend.upload(this.input, new Uint8Array(this.staging, 0, n * 4));
-      ops.argmax(out, logits, n, this.vocab);
-      ops.scatterTokens(this.tokenPool, this.input, out, n);
-      return this.download(n, -1);
+      return { rows: n, argmaxOnly, topK, penalties: 0, penaltyAt: 0, sparse: 0, sparseAt: 0, words: new Int32Array(this.staging, 0, n) };
     }
     rows.forEach((row, r) => {
       const p = row.params;
@@ -136,27 +155,46 @@ export class Sampler {
     };
     const penaltyAt = pack(penalties, i32);
     const sparseAt = pack(sparse, f32);
-    this.backend.upload(this.input, new Uint8Array(this.staging, 0, word * 4));
+    return {
+      rows: n, argmaxOnly, topK, penalties: penalties.length, penaltyAt, sparse: sparse.length, sparseAt,
+      words: new Int32Array(this.staging, 0, word),
+    };
+  }
 
+  /** Launches a plan on the logits (penalties and bias are applied to them in place), writes the tokens
+   * into the token pool, and starts the download; the returned function waits for the results. */
+  run(logits: DevicePtr, plan: SamplingPlan): () => SampleResult {
+    const n = plan.rows;
+    if (n > this.maxRows) throw new Error(`Sampler: ${n} rows exceed maxRows ${this.maxRows}`);
+    const ops = this.backend.ops;
+    const out = this.output;
+    this.ensureCapacity(plan.words.length);
+    this.backend.upload(this.input, plan.words);
+    if (plan.argmaxOnly) {
+      ops.argmax(out, logits, n, this.vocab);
+      ops.scatterTokens(this.tokenPool, this.input, out, n); // the words are the pool rows
+      return this.download(n, -1);
+    }
     const at = (w: number): DevicePtr => this.input + w * 4;
     const param = (s: number): DevicePtr => at(s * n);
-    if (penalties.length > 0) {
-      const e = penalties.length;
-      ops.applyPenalties(logits, this.vocab, e, at(penaltyAt), at(penaltyAt + e), at(penaltyAt + 2 * e),
+    if (plan.penalties > 0) {
+      const e = plan.penalties;
+      ops.applyPenalties(logits, this.vocab, e, at(plan.penaltyAt), at(plan.penaltyAt + e), at(plan.penaltyAt + 2 * e),
         param(Section.Presence), param(Section.Frequency), param(Section.Repetition));
     }
-    if (sparse.length > 0) {
-      const e = sparse.length;
-      ops.addSparse(logits, this.vocab, e, at(sparseAt), at(sparseAt + e), at(sparseAt + 2 * e));
+    if (plan.sparse > 0) {
+      const e = plan.sparse;
+      ops.addSparse(logits, this.vocab, e, at(plan.sparseAt), at(plan.sparseAt + e), at(plan.sparseAt + 2 * e));
     }
     ops.sample(out, logits, n, this.vocab, param(Section.Temperature), param(Section.TopK), param(Section.TopP),
       param(Section.MinP), param(Section.Seed), param(Section.Step));
     ops.scatterTokens(this.tokenPool, param(Section.PoolRow), out, n);
     // After sample (it needs the chosen tokens); sample leaves the logits unchanged.
-    if (logprobs) {
+    const k = plan.topK;
+    if (k >= 0) {
       ops.logprobs(out + n * 4, k > 0 ? out + 2 * n * 4 : 0, k > 0 ? out + (2 + k) * n * 4 : 0, logits, out, n, this.vocab, k);
     }
-    return this.download(n, logprobs ? k : -1);
+    return this.download(n, k);
   }
 
   free(): void {
@@ -194,7 +232,6 @@ export class Sampler {
     this.backend.free(this.input);
     this.inputWords = Math.max(words, 2 * this.inputWords);
     this.input = this.backend.alloc(this.inputWords * 4);
-    this.staging = new ArrayBuffer(this.inputWords * 4);
   }
 
   /** k < 0: tokens only. */

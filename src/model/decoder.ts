@@ -1,11 +1,16 @@
 // A decoder-only transformer (Qwen3, Llama, Qwen2, Mistral) as a sequence of native ops.
 // The architectures differ only in what the config switches on: q/k RMSNorm (Qwen3), qkv bias (Qwen2),
 // RoPE scaling (Llama 3). Buffers come from the workspace; nothing is allocated per forward.
+// Tensor parallelism (`tp`): the layers run on the rank's heads and intermediate slice (its weights are a
+// shard), o_proj and down_proj outputs are summed over ranks, the embedding and LM head are vocab-parallel.
 import type { Backend, DevicePtr } from "../backend/backend.ts";
+import type { Communicator } from "../backend/communicator.ts";
 import type { KvStorage } from "../cache/kv_storage.ts";
 import type { ModelConfig } from "./config.ts";
 import { type ForwardBatch, validateBatch } from "./forward_batch.ts";
 import { ropeCosSinCache } from "./rope.ts";
+import { localConfig, SINGLE_RANK, shardLayout, type ShardLayout } from "./shard.ts";
+import { VocabParallelHead } from "./vocab_parallel_head.ts";
 import type { LayerWeights, ModelWeights } from "./weights.ts";
 import { Workspace, type WorkspaceLimits } from "./workspace.ts";
 
@@ -24,8 +29,20 @@ export interface ForwardOutput {
   rows: number;
 }
 
+/** The rank's shard and its group's collectives. */
+export interface TensorParallelModel {
+  shard: ShardLayout;
+  comm: Communicator;
+}
+
 export class DecoderModel {
   readonly ws: Workspace;
+  /** This rank's slice of the model (the whole model without tensor parallelism). */
+  readonly shard: ShardLayout;
+  /** The config as this rank's layers see it: local head counts and intermediate size. */
+  readonly local: ModelConfig;
+  private readonly comm: Communicator | null;
+  private readonly head: VocabParallelHead | null;
   private readonly cosSin: DevicePtr;
   private readonly qDim: number;
   private readonly kvDim: number;
@@ -37,13 +54,18 @@ export class DecoderModel {
     readonly weights: ModelWeights,
     limits: WorkspaceLimits,
     readonly maxPositions: number,
+    tp: TensorParallelModel | null = null,
   ) {
-    this.ws = new Workspace(backend, config, limits, maxPositions);
+    this.shard = tp?.shard ?? shardLayout(config, SINGLE_RANK);
+    this.local = localConfig(config, this.shard);
+    this.comm = tp && tp.shard.size > 1 ? tp.comm : null;
+    this.ws = new Workspace(backend, this.local, limits, maxPositions);
+    this.head = this.comm ? new VocabParallelHead(backend, this.shard, this.comm, config.vocabSize, config.hiddenSize, limits.maxLogitRows) : null;
     const table = ropeCosSinCache(config, maxPositions);
     this.cosSin = backend.alloc(table.byteLength);
     backend.upload(this.cosSin, table);
-    this.qDim = config.numHeads * config.headDim;
-    this.kvDim = config.numKvHeads * config.headDim;
+    this.qDim = this.local.numHeads * config.headDim;
+    this.kvDim = this.local.numKvHeads * config.headDim;
     this.qkvDim = this.qDim + 2 * this.kvDim;
   }
 
@@ -91,7 +113,8 @@ export class DecoderModel {
     const { ws, backend, config: c } = this;
     const ops = backend.ops;
     if (s.fromPool) ops.gatherTokens(ws.ids, ws.tokenPool, ws.rows, s.tokens);
-    ops.embedding(ws.residual, this.weights.embed, ws.ids, s.tokens, c.hiddenSize, 0, c.vocabSize);
+    ops.embedding(ws.residual, this.weights.embed, ws.ids, s.tokens, c.hiddenSize, this.shard.vocabStart, this.shard.vocabLocal);
+    this.comm?.allReduceSum(ws.residual, s.tokens * c.hiddenSize);
     for (let l = 0; l < c.numLayers; l++) this.layer(l, this.weights.layers[l], s, kv);
     // Add the last MLP output and apply the final norm in one op.
     ops.addRmsnorm(ws.normed, ws.residual, ws.out, this.weights.finalNorm, s.tokens, c.hiddenSize, c.rmsNormEps);
@@ -101,12 +124,13 @@ export class DecoderModel {
       ops.gatherRows(ws.gathered, ws.normed, ws.logitIndices, s.logitRows, c.hiddenSize);
       hidden = ws.gathered;
     }
-    ops.gemm(ws.logits, hidden, this.weights.lmHead, 0, s.logitRows, c.vocabSize, c.hiddenSize, c.hiddenSize, true);
+    if (this.head) this.head.logits(ws.logits, hidden, this.weights.lmHead, s.logitRows);
+    else ops.gemm(ws.logits, hidden, this.weights.lmHead, 0, s.logitRows, c.vocabSize, c.hiddenSize, c.hiddenSize, true);
     return { logits: ws.logits, rows: s.logitRows };
   }
 
   private layer(l: number, w: LayerWeights, s: ComputeShape, kv: KvStorage): void {
-    const { ws, backend, config: c } = this;
+    const { ws, backend, local: c } = this; // local head counts and intermediate size
     const tokens = s.tokens;
     const ops = backend.ops;
     const h = c.hiddenSize;
@@ -128,16 +152,19 @@ export class DecoderModel {
         s.requests, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
     }
     ops.gemm(ws.out, ws.attn, w.o, 0, tokens, h, this.qDim, this.qDim, false);
+    this.comm?.allReduceSum(ws.out, tokens * h);
 
     // MLP
     ops.addRmsnorm(ws.normed, ws.residual, ws.out, w.postNorm, tokens, h, c.rmsNormEps);
     ops.gemm(ws.gateUp, ws.normed, w.gateUp, 0, tokens, 2 * c.intermediateSize, h, h, false);
     ops.siluMul(ws.act, ws.gateUp, tokens, c.intermediateSize);
     ops.gemm(ws.out, ws.act, w.down, 0, tokens, h, c.intermediateSize, c.intermediateSize, false);
+    this.comm?.allReduceSum(ws.out, tokens * h);
   }
 
   free(): void {
     this.ws.free();
+    this.head?.free();
     this.backend.free(this.cosSin);
   }
 }

@@ -16,7 +16,7 @@ export class SingleSequence {
   ) {
     const c = model.config;
     this.kv = new KvStorage(backend, {
-      layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim, slots: maxLength, rows: 1, maxSeqLen: maxLength,
+      layers: c.numLayers, kvHeads: model.shard.kvHeads, headDim: c.headDim, slots: maxLength, rows: 1, maxSeqLen: maxLength,
     });
   }
 

@@ -12,7 +12,7 @@ export interface FlagSpec {
 
 export const SERVE_FLAGS: FlagSpec[] = [
   { name: "model", value: "id", help: "Local model directory or Hugging Face id (alias --model-path); default: the embedded models/default" },
-  { name: "tp", value: "n", help: "Tensor-parallel ranks (GPUs)", default: 1 },
+  { name: "tp", value: "n", help: "Tensor-parallel ranks (one Worker each; GPUs on cuda)", default: 1 },
   { name: "dtype", value: "type", help: "Weight and activation dtype: auto | bfloat16", default: "auto" },
   { name: "host", value: "addr", help: "Listen address", default: "127.0.0.1" },
   { name: "port", value: "n", help: "Listen port", default: 1919 },
@@ -60,7 +60,6 @@ function choice<T extends string>(v: unknown, name: string, options: readonly T[
 /** Validated serve options from cac's parsed flags plus the raw argv (for string flags). */
 export function serveOptions(flags: Record<string, unknown>, argv: string[], modelDir: string): ServeOptions {
   const tp = intFlag(flags.tp ?? 1, "tp", 1);
-  if (tp !== 1) throw new FlagError("--tp > 1 is not available yet (tensor parallelism is a later issue)");
   choice(flags.dtype ?? "auto", "dtype", ["auto", "bfloat16", "bf16"] as const);
   const ratio = Number(flags.memoryRatio ?? 0.9);
   if (!(ratio > 0 && ratio <= 1)) throw new FlagError(`--memory-ratio must be in (0, 1] (got ${flags.memoryRatio})`);
@@ -71,6 +70,7 @@ export function serveOptions(flags: Record<string, unknown>, argv: string[], mod
   const pages = flags.numPages;
   return {
     modelDir,
+    tp,
     servedModelName: rawFlag(argv, ["served-model-name"]) ?? model,
     host: String(rawFlag(argv, ["host"]) ?? "127.0.0.1"),
     port: intFlag(flags.port ?? 1919, "port", 0),

@@ -10,6 +10,7 @@ import { Metrics } from "./metrics.ts";
 
 export interface ServeOptions {
   modelDir: string;
+  tp?: number; // tensor-parallel ranks (default 1)
   servedModelName: string;
   host: string;
   port: number;
@@ -31,6 +32,8 @@ export interface ServeOptions {
 export interface RunningServer {
   url: string;
   stop(): Promise<void>;
+  /** Settles with the reason if the engine fails (a rank threw or hung); the server then refuses requests. */
+  failed: Promise<string>;
 }
 
 async function warmUp(client: EngineClient, tokenizer: TextTokenizer, defaults: SamplingParams): Promise<void> {
@@ -50,7 +53,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen, numPages: o.numPages, eosTokenIds: tokenizer.eosTokenIds,
     memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
     quiet: o.logLevel !== "debug" && o.logLevel !== "info",
-  });
+  }, { tp: o.tp ?? 1 });
   const info = client.info;
   const tEngine = performance.now();
   await warmUp(client, tokenizer, info.defaults as SamplingParams);
@@ -69,10 +72,18 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       return uid;
     },
   };
+  const failed = new Promise<string>((resolve) => {
+    client.onFatal = (message) => {
+      console.error(`error: ${message}`);
+      ctx.state.stopping = true; // new requests get 503; live ones already ended with the error
+      resolve(message);
+    };
+  });
   const app = createApp(ctx).listen({ hostname: o.host, port: o.port });
   ctx.state.ready = true;
   const url = `http://${o.host}:${app.server!.port}`;
-  log(`model ${info.architecture} from ${o.modelDir} as '${o.servedModelName}', dtype bfloat16, device ${info.deviceName}`);
+  log(`model ${info.architecture} from ${o.modelDir} as '${o.servedModelName}', dtype bfloat16, device ${info.deviceName}` +
+    `${(o.tp ?? 1) > 1 ? ` × ${o.tp} tensor-parallel ranks` : ""}`);
   log(`KV cache: ${info.kvTotalSlots} tokens; max concurrency at full context (${info.maxSeqLen} tokens): ` +
     `${Math.floor(info.kvTotalSlots / info.maxSeqLen)}; CUDA graphs: ${info.graphMaxBatch > 0 ? `decode batches up to ${info.graphMaxBatch}` : "none"}`);
   log(`start-up ${((tWarm - t0) / 1000).toFixed(2)} s (tokenizer ${((tTokenizer - t0) / 1000).toFixed(2)} s, ` +
@@ -89,7 +100,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     })();
     return stopped;
   };
-  return { url, stop };
+  return { url, stop, failed };
 }
 
 export function exitOnSignals(server: RunningServer): void {
@@ -99,4 +110,5 @@ export function exitOnSignals(server: RunningServer): void {
   };
   process.once("SIGINT", () => onSignal("SIGINT"));
   process.once("SIGTERM", () => onSignal("SIGTERM"));
+  server.failed.then(() => server.stop().then(() => process.exit(1)));
 }

@@ -1,0 +1,32 @@
+// Collectives among the ranks of one tensor-parallel group, on device buffers. Every rank calls the same
+// collectives in the same order with the same counts (as NCCL requires); each call is ordered on the
+// backend's stream like any op. Two implementations: SharedMemoryCommunicator (CPU backend, rank Workers
+// of one process) and, on GPUs, one over NCCL (ncclAllReduce / ncclAllGather with this argument list).
+import type { DevicePtr } from "./native_ops.ts";
+
+export interface Communicator {
+  readonly rank: number;
+  readonly size: number;
+  /** In place: buf[0, count) (bf16) becomes the elementwise sum over all ranks, with identical bits on
+   * every rank (ncclAllReduce(buf, buf, count, ncclBfloat16, ncclSum, comm, stream)). */
+  allReduceSum(buf: DevicePtr, count: number): void;
+  /** recv[r·count, (r+1)·count) (fp32) = rank r's send[0, count), on every rank
+   * (ncclAllGather(send, recv, count, ncclFloat32, comm, stream)). recv must not overlap send. */
+  allGather(recv: DevicePtr, send: DevicePtr, count: number): void;
+  /** Returns once every rank has called it. */
+  barrier(): void;
+  /** Frees this rank's resources; no collective may follow. */
+  close(): void;
+}
+
+/** A collective that cannot complete: the group failed (a rank threw, or a rank never arrived in time). */
+export class CollectiveError extends Error {
+  constructor(
+    /** The rank where the failure started, and why. */
+    readonly origin: number,
+    readonly reason: string,
+  ) {
+    super(`tensor-parallel rank ${origin} failed: ${reason}`);
+    this.name = "CollectiveError";
+  }
+}
