@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { CPU_LIBRARY, CUDA_LIBRARY, PROJECT_ROOT } from "../src/backend/library_paths.ts";
 import { librarySources, sourcesHash, stampPath } from "../src/backend/library_stamp.ts";
 
-const CUDA_ARCHS = ["80", "89", "90a"];
+// MINISGL_CUDA_ARCHS=90a (comma-separated) builds fewer architectures, e.g. for a quick build on one GPU.
+const CUDA_ARCHS = (process.env.MINISGL_CUDA_ARCHS ?? "80,89,90a").split(",");
 
 async function run(cmd: string[]): Promise<void> {
   const proc = Bun.spawn(cmd, { cwd: PROJECT_ROOT, stdout: "inherit", stderr: "inherit" });

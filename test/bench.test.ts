@@ -75,11 +75,11 @@ describe("bun run bench (offline)", () => {
     expect(row.command).toStartWith("MINISGL_DISABLE_OVERLAP_SCHEDULING=1 bun run bench --model");
   }, 30_000);
 
-  test("a flag the engine does not support yet fails with the engine's message", async () => {
-    const run = await bunRun("bench", ["--model", model, "--tp", "2", "--num-seqs", "1"]);
-    expect(run.code).toBe(1);
-    expect(run.stderr).toContain("tp > 1 is not available yet");
-  }, 30_000);
+  test("--tp 2 runs the sharded engine and is recorded", async () => {
+    const run = await bunRun("bench", [...args().filter((a) => a !== "--record" && a !== results), "--tp", "2", "--json"]);
+    expect(run.code).toBe(0);
+    expect(JSON.stringify(jsonLine(run))).toContain('"tp":2');
+  }, 60_000);
 });
 
 describe("bun run bench:latency", () => {
