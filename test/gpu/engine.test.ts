@@ -89,16 +89,21 @@ describeGpu("engine on the GPU (Qwen3-0.6B config, dummy weights)", () => {
     }
   }, 600_000);
 
-  test("seeded sampling is reproducible across batch mixes on the GPU", () => {
+  // A seed makes the draw independent of the batch (the sampler's GPU-vs-CPU test checks that per row), but
+  // cuBLASLt picks other kernels for other batch sizes, so logits, and then draws, may differ in low bits
+  // between batch mixes. What must hold on the GPU: the same workload gives the same tokens every time.
+  test("seeded sampling repeats exactly for the same workload", () => {
     const engine = make({ graphs: true, overlap: true });
     const params = { temperature: 0.8, topP: 0.9, topK: 50, seed: 1234, maxTokens: 20, ignoreEos: true };
-    const [p] = prompts(1, 9);
-    engine.add(1, p, params);
-    const alone = runToEnd(engine).get(1)!.tokens;
-    prompts(20, 11).forEach((q, i) => engine.add(10 + i, q, { temperature: 1, maxTokens: 30, ignoreEos: true }));
-    engine.add(2, p, params);
-    const mixed = runToEnd(engine).get(2)!.tokens;
-    expect(mixed).toEqual(alone);
+    const run = (base: number) => {
+      expect(engine.flushCache()).toBe(true); // the same prefills, not cache hits, in both runs
+      prompts(20, 11).forEach((q, i) => engine.add(base + i, q, { ...params, seed: i }));
+      const out = runToEnd(engine);
+      return Array.from({ length: 20 }, (_, i) => out.get(base + i)!.tokens);
+    };
+    const first = run(100);
+    expect(run(200)).toEqual(first);
+    expect(new Set(first.map((t) => t.join())).size).toBeGreaterThan(1);
     expect(expectIdleInvariants(engine)).toEqual([]);
     engine.close();
   }, 300_000);

@@ -1,11 +1,14 @@
 // The GPU suites run only where a CUDA device and build/libmsgl_cuda.so are present; elsewhere each suite
 // is skipped with the reason printed once. Every suite gets the CUDA backend and a CPU backend to compare with.
-import { describe } from "bun:test";
+import { describe, setDefaultTimeout } from "bun:test";
 import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import { CudaBackend, cudaUnavailableReason } from "../../src/backend/cuda.ts";
 
 export const gpuSkipReason: string | null = cudaUnavailableReason();
+// The CPU side of each comparison is slow at real sizes; a test abandoned mid-call would leave native
+// threads running while the process tears down.
+setDefaultTimeout(300_000);
 let gpu: CudaBackend | null = null;
 let cpu: CpuBackend | null = null;
 let announced = false;
