@@ -187,12 +187,15 @@ describe("load", () => {
   }, 120_000);
 
   test("flush_cache refuses while requests run", async () => {
-    const pending = post("/v1/completions", { prompt: "Long one", max_tokens: 400, ignore_eos: true, temperature: 0 });
-    await Bun.sleep(100);
+    // Streamed, so the flush goes out while the request is certainly running (a GPU finishes 400 tokens fast).
+    const pending = await post("/v1/completions", { prompt: "Long one", max_tokens: 900, ignore_eos: true, temperature: 0, stream: true });
+    const reader = pending.body!.getReader();
+    await reader.read();
     const r = await post("/flush_cache", {});
     expect(r.status).toBe(400);
     expect((await json(r)).error.code).toBe("requests_running");
-    expect((await pending).status).toBe(200);
+    while (!(await reader.read()).done);
+    expect(pending.status).toBe(200);
   }, 60_000);
 });
 

@@ -19,7 +19,16 @@ export function cudaBackend(): CudaBackend {
   return gpu;
 }
 
+/** MINISGL_GPU_TESTS_ON_CPU=1 runs the suites with the CPU library on both sides, to check the tests themselves
+ * without a GPU (every comparison must then pass exactly or within its tolerance). */
+const testsOnCpu = process.env.MINISGL_GPU_TESTS_ON_CPU === "1";
+
 export function describeGpu(name: string, body: (gpu: Backend, cpu: Backend) => void): void {
+  if (testsOnCpu) {
+    cpu ??= new CpuBackend();
+    describe(`${name} [CPU on both sides]`, () => body(new CpuBackend(), cpu!));
+    return;
+  }
   if (gpuSkipReason) {
     if (!announced) console.log(`test/gpu: skipped, no usable GPU here (${gpuSkipReason})`);
     announced = true;
