@@ -10,6 +10,12 @@ import { readBf16 } from "../helpers/device_tensors.ts";
 import { rng } from "../helpers/rng.ts";
 import { cudaBackend, describeGpu, poison } from "./gpu.ts";
 
+// With MINISGL_GPU_TESTS_ON_CPU=1 both sides are the CPU library: tests of CUDA-only behaviour (graph capture,
+// the split-KV workspace and the kernels' argument checks before any read) are skipped there.
+const cpuOnBothSides = process.env.MINISGL_GPU_TESTS_ON_CPU === "1";
+const testGpuOnly = cpuOnBothSides ? test.skip : test;
+const GPU_ONLY = cpuOnBothSides ? " [skipped: needs a real GPU, MINISGL_GPU_TESTS_ON_CPU=1]" : "";
+
 type Side = "gpu" | "cpu";
 type Twin = Record<Side, DevicePtr>;
 const SIDES: Side[] = ["gpu", "cpu"];
@@ -84,6 +90,12 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
       for (let j = 0; j < len; j++) pageTable[rowsOf[b] * pageStride + j] = perm[next++];
     });
     const indptr = Int32Array.from([0, ...c.newTokens.map((_, b) => c.newTokens.slice(0, b + 1).reduce((a, x) => a + x, 0))]);
+    // The ops read page_table[rows[b] * page_stride + j] for every j < kv_len: a case outside that would read a
+    // stale entry (an out-of-range slot) and crash the process instead of failing.
+    c.kvLens.forEach((len, b) => {
+      if (!(c.newTokens[b] >= 0 && c.newTokens[b] <= len && len <= pageStride))
+        throw new Error(`bad case: request ${b} has ${c.newTokens[b]} new tokens, kv_len ${len}, page_stride ${pageStride}`);
+    });
     return {
       batch, tokens, qStride, pageStride, indptr,
       q: put(randomBf16(Math.max(tokens, 1) * qStride, r, 2)),
@@ -116,6 +128,9 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
   /** Decode on both sides; with `lens2`, again on the same buffers and integers with other kv_lens contents. */
   function decode(name: string, c: Case, seed: number, lens2?: number[]): void {
     const x = setup(c, seed);
+    // The page table holds valid slots only for j < c.kvLens[b]; the second lengths must stay within them.
+    if (lens2 && !lens2.every((l, b) => l >= 1 && l <= c.kvLens[b]))
+      throw new Error(`bad case: second kv_lens [${lens2}] must be in [1, first kv_lens [${c.kvLens}]]`);
     const wsBytes = gpu.ops.attentionDecodeWorkspace(x.batch, c.qh, c.hd, x.pageStride);
     const ws = wsBytes > 0 ? gpu.alloc(wsBytes) : 0;
     if (ws) owned.push([gpu, ws]);
@@ -175,11 +190,12 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
   }
 
   test("decode: lengths far below page_stride leave most splits empty", () => {
-    const c = { qh: 32, kvh: 8, hd: 128, newTokens: [1, 1, 1], kvLens: [3, 1, 70], pageStride: 20000 };
+    // The second lengths stay within the first (the page table has slots only below those): [3, 2, 70] -> [1, 2, 1].
+    const c = { qh: 32, kvh: 8, hd: 128, newTokens: [1, 1, 1], kvLens: [3, 2, 70], pageStride: 20000 };
     decode("short over a long page_stride", c, 9, [1, 2, 1]);
   });
 
-  test("decode replayed from a CUDA graph with other kv_lens contents", () => {
+  testGpuOnly(`decode replayed from a CUDA graph with other kv_lens contents${GPU_ONLY}`, () => {
     const be = cudaBackend();
     const c = { qh: 32, kvh: 8, hd: 128, newTokens: [1, 1, 1, 1], kvLens: [4000, 1, 900, 2500] };
     const x = setup(c, 10);
@@ -206,7 +222,7 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
     }
   });
 
-  test("errors: unsupported head_dim, bad shapes, a too small workspace", () => {
+  testGpuOnly(`errors: unsupported head_dim, bad shapes, a too small workspace${GPU_ONLY}`, () => {
     expect(() => gpu.ops.attentionPrefill(0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 4, 4, 96, 384, 1)).toThrow(/attention_prefill: head_dim/);
     expect(() => gpu.ops.attentionDecode(0, 0, 0, 0, 0, 8, 0, 0, 1, 4, 4, 80, 320, 1, 0, 0)).toThrow(/attention_decode: head_dim/);
     expect(() => gpu.ops.attentionDecode(0, 0, 0, 0, 0, 4, 0, 0, 0, 6, 4, 16, 16, 1, 0, 0)).toThrow(/attention_decode: bad shape/);
