@@ -233,18 +233,21 @@ describe("separate server processes", () => {
   test("a full queue answers 503 with Retry-After", async () => {
     const s = await startServe(["--model", model, "--max-queued-requests", "1"]);
     try {
-      const long = fetch(`${s.url}/v1/completions`, {
+      // Streamed: once its first chunk is here the long request is certainly still running (even on a GPU).
+      const long = await fetch(`${s.url}/v1/completions`, {
         method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "Go", max_tokens: 300, ignore_eos: true }),
+        body: JSON.stringify({ prompt: "Go", max_tokens: 900, ignore_eos: true, stream: true }),
       });
-      await Bun.sleep(100);
+      const reader = long.body!.getReader();
+      await reader.read();
       const r = await fetch(`${s.url}/v1/completions`, {
         method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "Hi", max_tokens: 2 }),
       });
       expect(r.status).toBe(503);
       expect(r.headers.get("retry-after")).toBe("1");
       expect((await json(r)).error.type).toBe("server_error");
-      expect((await long).status).toBe(200);
+      while (!(await reader.read()).done);
+      expect(long.status).toBe(200);
     } finally {
       expect(await s.stop()).toBe(0);
     }
