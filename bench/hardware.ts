@@ -1,6 +1,7 @@
 // What a benchmark ran on, in words: the GPU's name from nvidia-smi, or the CPU's model name and core count.
 import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { selectDevice } from "../src/device_select.ts";
 
 /** Name of the first visible GPU as nvidia-smi prints it ("NVIDIA H100 80GB HBM3"), or null without one. */
 export function gpuName(): string | null {
@@ -31,7 +32,7 @@ export function hardwareLabel(device: "cpu" | "cuda"): string {
   return `cpu: ${cpuModelName()} (${cpuCores()} cores)`;
 }
 
-/** The default device: cuda when nvidia-smi sees a GPU, else cpu (as `bun run serve` chooses). */
+/** The default device, chosen as `bun run serve --device auto` chooses (src/device_select.ts). */
 export function defaultDevice(): "cpu" | "cuda" {
-  return gpuName() === null ? "cpu" : "cuda";
+  return selectDevice("auto").device;
 }

@@ -18,7 +18,7 @@ import { gpuSpec, type GpuSpec } from "./roofline.ts";
 import * as units from "./units.ts";
 
 const FLAGS: flag.FlagDef[] = [
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when nvidia-smi sees a GPU, else cpu)" },
+  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" },
   { name: "sizes", value: "full|smoke", help: "Case list: real shapes, or small ones for a CPU smoke run (default: full on cuda, smoke on cpu)" },
   { name: "filter", value: "regex", help: "Only cases whose name matches" },
   { name: "min-time-ms", value: "ms", help: "mitata's minimum measuring time per case (default: 500 on cuda, 50 on cpu)" },

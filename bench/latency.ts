@@ -22,7 +22,7 @@ import * as units from "./units.ts";
 
 const FLAGS: flag.FlagDef[] = [
   { name: "model", value: "dir|id", help: "Model directory or Hugging Face id (a config-only Qwen dir works with --dummy-weight)" },
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when nvidia-smi sees a GPU, else cpu)" },
+  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" },
   { name: "dummy-weight", help: "Random weights from config.json alone" },
   { name: "batch", value: "b1,b2,...", help: "Decode batch sizes", default: "1,64" },
   { name: "context", value: "l1,l2,...", help: "KV length of each decode request (the new token included)", default: "1024" },

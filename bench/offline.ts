@@ -14,7 +14,7 @@ import { gpuSpec, offlineRooflineSeconds } from "./roofline.ts";
 
 const FLAGS: flag.FlagDef[] = [
   { name: "model", value: "dir|id", help: "Model directory or Hugging Face id (a config-only Qwen dir works with --dummy-weight)" },
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when nvidia-smi sees a GPU, else cpu)" },
+  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" },
   { name: "dummy-weight", help: "Random weights from config.json alone" },
   { name: "num-seqs", value: "n", help: "Requests", default: "256" },
   { name: "input-len", value: "min,max", help: "Prompt length range in tokens (uniform, both ends included)", default: "100,1024" },

@@ -5,6 +5,7 @@ import { CpuBackend } from "../src/backend/cpu.ts";
 import type { DevicePtr } from "../src/backend/backend.ts";
 import { Sampler, type SamplerRow } from "../src/engine/sampler.ts";
 import { DEFAULT_SAMPLING_PARAMS, resolveSamplingParams, type SamplingParamsInput } from "../src/engine/sampling_params.ts";
+import { sampleUniform } from "./helpers/rng.ts";
 
 const backend = new CpuBackend();
 const allocations: DevicePtr[] = [];
@@ -86,21 +87,11 @@ function targetDistribution(logits: ArrayLike<number>, f: Filters): number[] {
   return p;
 }
 
-// The header's uniform: (splitmix64(seed << 32 | step) >> 11) * 2^-53.
-function uniform01(seed: number, step: number): number {
-  const M = (1n << 64n) - 1n;
-  let z = ((BigInt(seed >>> 0) << 32n) | BigInt(step >>> 0)) + 0x9e3779b97f4a7c15n & M;
-  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
-  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
-  z ^= z >> 31n;
-  return Number(z >> 11n) * 2 ** -53;
-}
-
 /** The token msgl_sample must return: inverse CDF in rank order over the target distribution. */
 function referenceDraw(logits: ArrayLike<number>, f: Filters, seed: number, step: number): number {
   if (f.temperature === 0) return argmax(logits);
   const p = targetDistribution(logits, f);
-  const u = uniform01(seed, step);
+  const u = sampleUniform(seed, step);
   let cum = 0;
   let last = -1;
   for (const i of rankOrder(logits)) {

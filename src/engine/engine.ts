@@ -5,7 +5,7 @@ import { CudaBackend } from "../backend/cuda.ts";
 import { KvStorage } from "../cache/kv_storage.ts";
 import { KvPagePool } from "../cache/page_pool.ts";
 import { createPrefixCache } from "../cache/prefix_cache.ts";
-import { DecodeGraphs } from "../model/decode_graphs.ts";
+import { DecodeGraphs, forwardStep } from "../model/decode_graphs.ts";
 import type { DecoderModel, ForwardOutput } from "../model/decoder.ts";
 import { loadModel } from "../model/load.ts";
 import { planKvSlots } from "./memory_plan.ts";
@@ -288,13 +288,9 @@ export class Engine {
   }
 
   private forward(step: ScheduledStep): ForwardOutput {
-    const batch = step.batch;
-    if (batch.mode === "decode") batch.idsFromPool = true;
-    this.publisher?.forward(batch, step.sampleRows); // before this rank's first collective
-    if (batch.mode === "decode") {
-      return this.graphs?.tryRun(batch) ?? this.model.forward(batch, this.storage, "last");
-    }
-    return this.model.forward(batch, this.storage, step.sampleRows);
+    if (step.batch.mode === "decode") step.batch.idsFromPool = true;
+    this.publisher?.forward(step.batch, step.sampleRows); // before this rank's first collective
+    return forwardStep(this.model, this.storage, this.graphs, step.batch, step.sampleRows);
   }
 
   private run(step: ScheduledStep): InFlightStep {

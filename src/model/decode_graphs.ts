@@ -7,6 +7,17 @@ import type { KvStorage } from "../cache/kv_storage.ts";
 import type { DecoderModel, ForwardOutput } from "./decoder.ts";
 import type { ForwardBatch } from "./forward_batch.ts";
 
+/** One step's forward as the engine runs it: a decode batch reads its ids from the token pool and replays
+ * the graph of its bucket when one fits; everything else runs eagerly. Marks decode batches `idsFromPool`. */
+export function forwardStep(model: DecoderModel, kv: KvStorage, graphs: DecodeGraphs | null, batch: ForwardBatch,
+  logitsFor: "last" | readonly number[]): ForwardOutput {
+  if (batch.mode === "decode") {
+    batch.idsFromPool = true;
+    return graphs?.tryRun(batch) ?? model.forward(batch, kv, "last");
+  }
+  return model.forward(batch, kv, logitsFor);
+}
+
 export function graphBuckets(maxBatch: number): number[] {
   const buckets: number[] = [];
   for (let b = 1; b < Math.min(maxBatch, 16); b *= 2) buckets.push(b);

@@ -2,13 +2,14 @@
 // random inputs: ragged batches over cached prefixes, shuffled slots with stale page-table entries past kv_len, rows
 // out of order, a merged-qkv q stride, head_dim 16..256, GQA groups 1..8 and beyond, and decode replayed from a
 // CUDA graph with other kv_lens. The GPU rounds P to bf16 before P·V (the CPU keeps fp32): tolerance 2e-2 + 2e-2·|x|.
-import { afterEach, expect, test } from "bun:test";
-import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
+import { expect, test } from "bun:test";
+import type { Backend } from "../../src/backend/backend.ts";
 import { cuda } from "../../src/backend/cudart.ts";
 import { f32ToBf16Bits } from "../../src/model/safetensors.ts";
 import { readBf16 } from "../helpers/device_tensors.ts";
 import { rng } from "../helpers/rng.ts";
 import { cudaBackend, describeGpu, poison } from "./gpu.ts";
+import { type Side, SIDES, type Twin, twinBuffers } from "./twins.ts";
 
 // With MINISGL_GPU_TESTS_ON_CPU=1 both sides are the CPU library: tests of CUDA-only behaviour (graph capture,
 // the split-KV workspace and the kernels' argument checks before any read) are skipped there.
@@ -16,9 +17,6 @@ const cpuOnBothSides = process.env.MINISGL_GPU_TESTS_ON_CPU === "1";
 const testGpuOnly = cpuOnBothSides ? test.skip : test;
 const GPU_ONLY = cpuOnBothSides ? " [skipped: needs a real GPU, MINISGL_GPU_TESTS_ON_CPU=1]" : "";
 
-type Side = "gpu" | "cpu";
-type Twin = Record<Side, DevicePtr>;
-const SIDES: Side[] = ["gpu", "cpu"];
 const STALE_SLOT = 0x7fffffff; // page-table entries past kv_len: reading one would fault
 
 interface Case {
@@ -54,24 +52,7 @@ function shuffled(n: number, r: () => number): Int32Array {
 }
 
 describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backend) => {
-  const backends: Record<Side, Backend> = { gpu, cpu };
-  const owned: [Backend, DevicePtr][] = [];
-  afterEach(() => {
-    for (const [be, p] of owned.splice(0)) be.free(p);
-  });
-  const alloc = (bytes: number): Twin => {
-    const twin = {} as Twin;
-    for (const s of SIDES) {
-      twin[s] = backends[s].alloc(Math.max(bytes, 16));
-      owned.push([backends[s], twin[s]]);
-    }
-    return twin;
-  };
-  const put = (data: Int32Array | Uint16Array): Twin => {
-    const twin = alloc(data.byteLength);
-    for (const s of SIDES) backends[s].upload(twin[s], data);
-    return twin;
-  };
+  const { backends, own, alloc, put } = twinBuffers(gpu, cpu);
   const randomBf16 = (n: number, r: () => number, scale: number) =>
     Uint16Array.from({ length: n }, () => f32ToBf16Bits((2 * r() - 1) * scale));
 
@@ -132,8 +113,7 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
     if (lens2 && !lens2.every((l, b) => l >= 1 && l <= c.kvLens[b]))
       throw new Error(`bad case: second kv_lens [${lens2}] must be in [1, first kv_lens [${c.kvLens}]]`);
     const wsBytes = gpu.ops.attentionDecodeWorkspace(x.batch, c.qh, c.hd, x.pageStride);
-    const ws = wsBytes > 0 ? gpu.alloc(wsBytes) : 0;
-    if (ws) owned.push([gpu, ws]);
+    const ws = wsBytes > 0 ? own(gpu, wsBytes) : 0;
     for (const lens of lens2 ? [c.kvLens, lens2] : [c.kvLens]) {
       const { out, read } = outputs(c, x.batch);
       for (const s of SIDES) {
@@ -200,8 +180,7 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
     const c = { qh: 32, kvh: 8, hd: 128, newTokens: [1, 1, 1, 1], kvLens: [4000, 1, 900, 2500] };
     const x = setup(c, 10);
     const wsBytes = gpu.ops.attentionDecodeWorkspace(x.batch, c.qh, c.hd, x.pageStride);
-    const ws = wsBytes > 0 ? gpu.alloc(wsBytes) : 0;
-    if (ws) owned.push([gpu, ws]);
+    const ws = wsBytes > 0 ? own(gpu, wsBytes) : 0;
     const { out, read } = outputs(c, x.batch);
     const call = (s: Side) => backends[s].ops.attentionDecode(out[s], x.q[s], x.k[s], x.v[s], x.pageTable[s], x.pageStride,
       x.rows[s], x.kvLens[s], x.batch, c.qh, c.kvh, c.hd, x.qStride, x.scale, s === "gpu" ? ws : 0, s === "gpu" ? wsBytes : 0);

@@ -1,16 +1,13 @@
 // The CUDA element-wise, norm, RoPE, gather, fused q/k-norm+RoPE+store and GEMM kernels against the CPU library on
 // the same random inputs: bit-exact where the math is identical, else within about one bf16 ulp.
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
 import type { NativeOps } from "../../src/backend/native_ops.ts";
 import { bf16BitsToF32, f32ToBf16Bits } from "../../src/model/safetensors.ts";
 import { rng } from "../helpers/rng.ts";
 import { cudaBackend, describeGpu, poison } from "./gpu.ts";
+import { type Side, type Twin, twinBuffers } from "./twins.ts";
 
-type Side = "gpu" | "cpu";
-/** One buffer allocated on both backends. */
-type Twin = Record<Side, DevicePtr>;
-const SIDES: Side[] = ["gpu", "cpu"];
 const EPS = 1e-6;
 // With MINISGL_GPU_TESTS_ON_CPU=1 both sides are the CPU library and there is no CUDA backend to take the
 // msgl_gemm kernel from: its tests are skipped there (the argument checks use the CPU's msgl_gemm instead).
@@ -72,49 +69,10 @@ function close(gpu: ArrayLike<number>, cpu: ArrayLike<number>, atol: number, rto
 const closeBf16 = (gpu: ArrayLike<number>, cpu: ArrayLike<number>) => close(gpu, cpu, 1e-2, 8e-3);
 
 describeGpu("CUDA element-wise kernels match the CPU library", (gpu: Backend, cpu: Backend) => {
-  const backends: Record<Side, Backend> = { gpu, cpu };
-  const owned: [Backend, DevicePtr][] = [];
-  afterEach(() => {
-    for (const [be, p] of owned.splice(0)) be.free(p);
-  });
-
-  const alloc = (bytes: number): Twin => {
-    const twin = {} as Twin;
-    for (const s of SIDES) {
-      twin[s] = backends[s].alloc(bytes);
-      owned.push([backends[s], twin[s]]);
-    }
-    return twin;
-  };
-  /** The same host data on both backends (in pieces: the CUDA backend stages uploads through a bounded ring). */
-  const put = (data: Uint16Array | Int32Array | Float32Array): Twin => {
-    const twin = alloc(data.byteLength), piece = 8 << 20;
-    for (const s of SIDES) {
-      for (let at = 0; at < data.byteLength; at += piece) {
-        backends[s].upload(twin[s] + at, new Uint8Array(data.buffer, data.byteOffset + at, Math.min(piece, data.byteLength - at)));
-      }
-    }
-    return twin;
-  };
-  /** An output buffer filled with 0xFF on both backends, so unwritten elements show. */
-  const out = (bytes: number): Twin => {
-    const twin = alloc(bytes);
-    for (const s of SIDES) poison(backends[s], twin[s], bytes);
-    return twin;
-  };
-  const run = (call: (ops: NativeOps, s: Side) => void) => {
-    for (const s of SIDES) call(backends[s].ops, s);
-  };
-  const read = <T extends Uint16Array | Int32Array | Float32Array>(make: (n: number) => T, twin: Twin, n: number) =>
-    SIDES.map((s) => {
-      const host = make(n);
-      backends[s].download(host, twin[s]);
-      return host;
-    }) as [T, T];
+  const { own, put, out, run, read } = twinBuffers(gpu, cpu);
   const bits = (twin: Twin, n: number) => read((k) => new Uint16Array(k), twin, n);
   const gpuOut = (bytes: number): DevicePtr => {
-    const p = gpu.alloc(bytes);
-    owned.push([gpu, p]);
+    const p = own(gpu, bytes);
     poison(gpu, p, bytes);
     return p;
   };

@@ -1,15 +1,12 @@
 // The CUDA sampling ops against the CPU library on the same logits: argmax, penalties and sparse adds bit for bit;
 // seeded draws token for token, where a difference is accepted only at a decision that fp32 rounding can flip
 // (counted, at most 0.5% of the draws, each one checked); logprobs within 1e-4 with identical top ids.
-import { afterEach, expect, test } from "bun:test";
-import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
-import type { NativeOps } from "../../src/backend/native_ops.ts";
-import { rng, type Rng } from "../helpers/rng.ts";
-import { describeGpu, poison } from "./gpu.ts";
+import { expect, test } from "bun:test";
+import type { Backend } from "../../src/backend/backend.ts";
+import { rng, type Rng, sampleUniform } from "../helpers/rng.ts";
+import { describeGpu } from "./gpu.ts";
+import { SIDES, type Twin, twinBuffers } from "./twins.ts";
 
-type Side = "gpu" | "cpu";
-type Twin = Record<Side, DevicePtr>;
-const SIDES: Side[] = ["gpu", "cpu"];
 const QWEN_VOCAB = 151936;
 const ROWS = [1, 7, 64, 256];
 
@@ -46,16 +43,6 @@ const MIXES: Mix[] = [
   { t: 1, k: 0, p: 1, minP: 0.05 }, { t: 1.2, k: 0, p: 1, minP: 0.3 }, { t: 0.7, k: 20, p: 0.95, minP: 0 },
   { t: 1, k: 50, p: 0.9, minP: 0.05 }, { t: 1.3, k: 1000, p: 0.99, minP: 0.1 }, { t: 0.5, k: 3000, p: 0.5, minP: 0.02 },
 ];
-
-// The header's uniform: (splitmix64(seed << 32 | step) >> 11) * 2^-53.
-function uniform01(seed: number, step: number): number {
-  const M = (1n << 64n) - 1n;
-  let z = ((BigInt(seed >>> 0) << 32n) | BigInt(step >>> 0)) + 0x9e3779b97f4a7c15n & M;
-  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
-  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
-  z ^= z >> 31n;
-  return Number(z >> 11n) * 2 ** -53;
-}
 
 /** Token ids in rank order: larger logit first, lower id first on ties. */
 function rankOrder(l: Float32Array): number[] {
@@ -114,44 +101,7 @@ function plausibleDraws(l: Float32Array, mix: Mix, u: number): Set<number> {
 }
 
 describeGpu("CUDA sampling ops match the CPU library", (gpu: Backend, cpu: Backend) => {
-  const backends: Record<Side, Backend> = { gpu, cpu };
-  const owned: [Backend, DevicePtr][] = [];
-  afterEach(() => {
-    for (const [be, p] of owned.splice(0)) be.free(p);
-  });
-
-  const alloc = (bytes: number): Twin => {
-    const twin = {} as Twin;
-    for (const s of SIDES) {
-      twin[s] = backends[s].alloc(Math.max(bytes, 4));
-      owned.push([backends[s], twin[s]]);
-    }
-    return twin;
-  };
-  /** The same host data on both backends (in pieces: the CUDA backend stages uploads through a bounded ring). */
-  const put = (data: Int32Array | Uint32Array | Float32Array): Twin => {
-    const twin = alloc(data.byteLength), piece = 8 << 20;
-    for (const s of SIDES) {
-      for (let at = 0; at < data.byteLength; at += piece) {
-        backends[s].upload(twin[s] + at, new Uint8Array(data.buffer, data.byteOffset + at, Math.min(piece, data.byteLength - at)));
-      }
-    }
-    return twin;
-  };
-  const out = (bytes: number): Twin => {
-    const twin = alloc(bytes);
-    for (const s of SIDES) poison(backends[s], twin[s], Math.max(bytes, 4));
-    return twin;
-  };
-  const run = (call: (ops: NativeOps, s: Side) => void) => {
-    for (const s of SIDES) call(backends[s].ops, s);
-  };
-  const read = <T extends Int32Array | Uint32Array | Float32Array>(make: (n: number) => T, twin: Twin, n: number) =>
-    SIDES.map((s) => {
-      const host = make(n);
-      backends[s].download(host, twin[s]);
-      return host;
-    }) as [T, T];
+  const { backends, put, out, run, read } = twinBuffers(gpu, cpu);
   const ints = (twin: Twin, n: number) => read((m) => new Int32Array(m), twin, n);
 
   test("argmax: identical to the CPU (ties lowest id, -inf rows, every row kind, odd vocabularies)", () => {
@@ -192,7 +142,7 @@ describeGpu("CUDA sampling ops match the CPU library", (gpu: Backend, cpu: Backe
             if (g[row] === c[row]) continue;
             const l = host.subarray(row * vocab, (row + 1) * vocab);
             const what = `vocab ${vocab} rows ${rows} row ${row} (${KINDS[row % KINDS.length]}) ${JSON.stringify(mixes[row])}: gpu ${g[row]}, cpu ${c[row]}`;
-            const plausible = plausibleDraws(l, mixes[row], uniform01(seeds[row], steps[row]));
+            const plausible = plausibleDraws(l, mixes[row], sampleUniform(seeds[row], steps[row]));
             (plausible.has(g[row]) && plausible.has(c[row]) ? boundary : wrong).push(what);
           }
         }

@@ -11,3 +11,14 @@ export function rng(seed: number): Rng {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** msgl_sample's uniform draw, written out independently of the kernels (cuda/include/msgl.h):
+ * (splitmix64(seed << 32 | step) >> 11) · 2^-53. */
+export function sampleUniform(seed: number, step: number): number {
+  const M = (1n << 64n) - 1n;
+  let z = ((BigInt(seed >>> 0) << 32n) | BigInt(step >>> 0)) + 0x9e3779b97f4a7c15n & M;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
+  z ^= z >> 31n;
+  return Number(z >> 11n) * 2 ** -53;
+}
