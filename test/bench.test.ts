@@ -98,6 +98,16 @@ describe("bun run bench:latency", () => {
       expect(d.kv_bytes).toBe(d.batch * d.context * 2 * 2 * 2 * 32 * 2); // layers × K,V × kv heads × head dim × bf16
     }
   }, 30_000);
+
+  test("--tp 2 runs the measurement on two rank Workers", async () => {
+    const run = await bunRun("bench:latency", ["--model", model, "--batch", "2", "--context", "16", "--input-len", "8", "--steps", "1",
+      "--warmup-steps", "0", "--tp", "2", "--json"]);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain("× 2 tensor-parallel ranks");
+    const row = jsonLine(run);
+    expect(row.tp).toBe(2);
+    expect(row.decode[0].step_ms).toBeGreaterThan(0);
+  }, 30_000);
 });
 
 describe("bun run bench:kernels", () => {

@@ -19,7 +19,7 @@ import { loadModel } from "../src/model/load.ts";
 import { SingleSequence } from "../src/model/sequence.ts";
 import { shardLayout, type ShardLayout } from "../src/model/shard.ts";
 import { loadWeights, type ModelWeights } from "../src/model/weights.ts";
-import type { ForwardJob } from "./helpers/tp_forward_worker.ts";
+import { groupLogits } from "./helpers/tp_logits.ts";
 import { expectIdleInvariants, runToEnd } from "./helpers/engine_run.ts";
 import { fixtureDir, loadReference, maxAbsDiff, type ModelReference } from "./helpers/reference.ts";
 import { startServe } from "./helpers/server_process.ts";
@@ -132,7 +132,7 @@ describe("sharded weights", () => {
 describe("step plans", () => {
   test("setup, forward, sample and shutdown records round-trip exactly", () => {
     const setup = { maxPositions: 1024, limits: { maxTokens: 64, maxRequests: 8, maxLogitRows: 8 },
-      kv: { layers: 2, kvHeads: 1, headDim: 32, slots: 512, rows: 9, maxSeqLen: 1024 } };
+      kv: { layers: 2, kvHeads: 1, headDim: 32, slots: 512, rows: 9, maxSeqLen: 1024 }, graphMaxBatch: 8 };
     expect(decodePlan(encodeSetup(setup))).toEqual({ kind: "setup", setup });
     const plan: ForwardPlan = {
       step: 7,
@@ -153,21 +153,6 @@ describe("step plans", () => {
     expect(tokenHash(Int32Array.of(42, 43))).not.toBe(tokenHash(Int32Array.of(43, 42)));
   }, 10_000);
 });
-
-/** Runs one sequence on a group of `size` rank Workers; returns each rank's logits [rows, vocab]. */
-async function groupLogits(size: number, modelDir: string, prompt: number[], decode: number[], dummyWeight = false): Promise<Float32Array[]> {
-  const group = createRankGroup(size, { fault: null, timeoutMs: 30_000 });
-  const workers = Array.from({ length: size }, () => new Worker(new URL("./helpers/tp_forward_worker.ts", import.meta.url).href));
-  try {
-    return await Promise.all(workers.map((w, rank) => new Promise<Float32Array>((resolve, reject) => {
-      w.onmessage = (e) => (e.data.type === "logits" ? resolve(e.data.logits) : reject(new Error(e.data.message)));
-      const job: ForwardJob = { rank, group, modelDir, dummyWeight, prompt, decode };
-      w.postMessage(job);
-    })));
-  } finally {
-    for (const w of workers) w.terminate();
-  }
-}
 
 function singleRankLogits(modelDir: string, prompt: number[], decode: number[], dummyWeight = false): Float32Array[] {
   const maxSeqLen = prompt.length + decode.length;
@@ -190,7 +175,7 @@ describe("logits", () => {
       const base = singleRankLogits(dir, p.ids, decode);
       const vocab = base[0].length;
       for (const size of [2, 4]) {
-        const ranks = await groupLogits(size, dir, p.ids, decode);
+        const ranks = await groupLogits("cpu", size, dir, p.ids, decode);
         for (let r = 1; r < size; r++) expect(ranks[r]).toEqual(ranks[0]);
         let worst = 0;
         base.forEach((row, t) => (worst = Math.max(worst, maxAbsDiff(ranks[0].subarray(t * vocab, (t + 1) * vocab), row))));
@@ -208,7 +193,7 @@ describe("logits", () => {
     const dir = await fixtureDir("tiny-qwen3");
     const prompt = Array.from({ length: 40 }, (_, i) => (i * 7919) % 151936);
     const base = singleRankLogits(dir, prompt, [11, 12], true);
-    const [tp2] = await groupLogits(2, dir, prompt, [11, 12], true);
+    const [tp2] = await groupLogits("cpu", 2, dir, prompt, [11, 12], true);
     const vocab = base[0].length;
     let range = 0;
     let worst = 0;
@@ -226,7 +211,7 @@ async function startGroupEngine(size: number, o: EngineOptions, group: RankGroup
   const followers: RankWorker[] = [];
   for (let rank = 1; rank < size; rank++) {
     followers.push(await RankWorker.spawn({
-      rank, device: "cpu", requestRing: unused, resultRing: unused, group,
+      rank, gpu: rank, device: "cpu", requestRing: unused, resultRing: unused, group,
       engine: { modelDir: o.modelDir, dummyWeight: o.dummyWeight },
     }));
   }

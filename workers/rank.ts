@@ -5,6 +5,7 @@
 // which run src/engine/follower.ts. A rank that throws fails the whole group (every rank stops with the
 // same error) and reports it to the main thread; rank 0 then closes the result ring.
 import type { Backend } from "../src/backend/backend.ts";
+import type { Communicator } from "../src/backend/communicator.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { CudaBackend } from "../src/backend/cuda.ts";
 import { Engine, type EngineOptions, type StepOutput } from "../src/engine/engine.ts";
@@ -19,8 +20,12 @@ import {
 
 declare const self: Worker;
 
+/** This rank's communicator once it joined its group: aborted when the rank fails. */
+let communicator: Communicator | null = null;
+
 export interface RankInit {
-  rank: number;
+  rank: number; // in the whole group
+  gpu: number; // on cuda: the device index on this machine
   device: "cpu" | "cuda";
   requestRing: SharedArrayBuffer;
   resultRing: SharedArrayBuffer;
@@ -77,10 +82,11 @@ function run(init: RankInit): void {
   const requests = SharedRing.attach(init.requestRing);
   const results = SharedRing.attach(init.resultRing);
   const log = init.engine.quiet ? () => {} : (line: string) => console.log(`[rank ${init.rank}] ${line}`);
-  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
-  const deviceName = backend instanceof CudaBackend ? `cuda:${init.rank} (${backend.name})` : "cpu";
+  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.gpu) : new CpuBackend();
+  const deviceName = backend instanceof CudaBackend ? `cuda:${init.gpu} (${backend.name})` : "cpu";
   const tBackend = performance.now();
   const tp = init.group ? leadRankGroup(init.group, backend) : null;
+  communicator = tp?.comm ?? null;
   const engine = Engine.create(backend, { ...init.engine, log }, tp);
   log(`start-up: ${deviceName} ready in ${((tBackend - started) / 1000).toFixed(2)} s, engine (weights, KV, graphs) in ` +
     `${((performance.now() - tBackend) / 1000).toFixed(2)} s`);
@@ -134,8 +140,9 @@ function run(init: RankInit): void {
 
 /** Ranks 1..N−1 of a tensor-parallel group. */
 function follow(init: RankInit, group: RankGroupInit): void {
-  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.rank) : new CpuBackend();
+  const backend: Backend = init.device === "cuda" ? new CudaBackend(init.gpu) : new CpuBackend();
   const member = joinRankGroup(group, init.rank, backend);
+  communicator = member.comm;
   const ring = SharedRing.attach(group.planRings[init.rank - 1]);
   const follower = Follower.create(backend, member, ring, init.engine, group.fault);
   postMessage({ type: "ready", rank: init.rank });
@@ -151,6 +158,7 @@ function fail(init: RankInit, e: unknown): string {
   if (!init.group) return message;
   const control = GroupControl.attach(init.group.control);
   control.fail(init.rank, message);
+  communicator?.abort();
   if (init.rank === 0) closePlanRings(init.group);
   return control.failure?.message ?? message;
 }

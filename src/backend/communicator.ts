@@ -17,6 +17,8 @@ export interface Communicator {
   barrier(): void;
   /** Frees this rank's resources; no collective may follow. */
   close(): void;
+  /** After a failure: frees this rank's resources without waiting for the other ranks. */
+  abort(): void;
 }
 
 /** A collective that cannot complete: the group failed (a rank threw, or a rank never arrived in time). */

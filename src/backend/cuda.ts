@@ -42,6 +42,8 @@ export class CudaBackend implements Backend {
   private readonly ltWorkspace: number;
   private readonly sizes = new Map<DevicePtr, number>();
   private allocated = 0;
+  private readonly syncEvent: number;
+  private watch: { check: () => void; timeoutMs: number } | null = null;
 
   /** Binds the calling thread to `device`; throws with the reason when CUDA or the library is missing. */
   constructor(readonly device = 0) {
@@ -58,10 +60,33 @@ export class CudaBackend implements Backend {
     this.ops = new CudaOps(lib, this.stream, this.lt);
     this.kernelOps = new NativeOps(lib, this.stream);
     this.staging = new PinnedStaging(STAGING_BYTES);
+    this.syncEvent = cuda.createEvent();
     this.readbackBase = cuda.mallocHost(READBACK_SLOTS * READBACK_SLOT_BYTES);
     for (let i = 0; i < READBACK_SLOTS; i++) {
       const at = this.readbackBase + i * READBACK_SLOT_BYTES;
       this.readback.push({ address: at, host: new Uint8Array(toArrayBuffer(at as unknown as Pointer, 0, READBACK_SLOT_BYTES)), event: cuda.createEvent() });
+    }
+  }
+
+  /** From now on every wait for the GPU polls instead of blocking, calling `check` about every millisecond
+   * (it throws to give up), and gives up itself after `timeoutMs`. Tensor-parallel ranks use it: a wait
+   * on a collective whose peer died would otherwise never return. */
+  watchWaits(check: () => void, timeoutMs: number): void {
+    this.watch = { check, timeoutMs };
+  }
+
+  private waitFor(event: number): void {
+    const watch = this.watch;
+    if (!watch) return cuda.eventSynchronize(event);
+    const started = performance.now();
+    for (let polls = 1; !cuda.eventDone(event); polls++) {
+      if (polls % 256 !== 0) continue;
+      watch.check();
+      const waited = performance.now() - started;
+      if (waited > watch.timeoutMs) {
+        throw new Error(`waiting for the GPU timed out after ${(watch.timeoutMs / 1000).toFixed(1)} s (a collective whose peer never came?)`);
+      }
+      if (waited > 5) Bun.sleepSync(0.05);
     }
   }
 
@@ -92,7 +117,7 @@ export class CudaBackend implements Backend {
   download(dst: ArrayBufferView, src: DevicePtr): void {
     if (dst.byteLength === 0) return;
     cuda.memcpyAsync(dst, src, dst.byteLength, MEMCPY.deviceToHost, this.stream);
-    cuda.synchronize(this.stream);
+    this.synchronize();
   }
 
   downloadLater(src: DevicePtr, bytes: number): () => Uint8Array {
@@ -103,7 +128,7 @@ export class CudaBackend implements Backend {
     cuda.memcpyAsync(slot.address, src, bytes, MEMCPY.deviceToHost, this.stream);
     cuda.record(slot.event, this.stream);
     return () => {
-      cuda.eventSynchronize(slot.event);
+      this.waitFor(slot.event);
       return slot.host.slice(0, bytes);
     };
   }
@@ -117,7 +142,9 @@ export class CudaBackend implements Backend {
   }
 
   synchronize(): void {
-    cuda.synchronize(this.stream);
+    if (!this.watch) return cuda.synchronize(this.stream);
+    cuda.record(this.syncEvent, this.stream);
+    this.waitFor(this.syncEvent);
   }
 
   close(): void {
@@ -125,6 +152,7 @@ export class CudaBackend implements Backend {
     this.lt.close();
     this.staging.close();
     for (const slot of this.readback) cuda.destroyEvent(slot.event);
+    cuda.destroyEvent(this.syncEvent);
     cuda.freeHost(this.readbackBase);
     for (const p of [...this.sizes.keys()]) this.free(p);
     cuda.destroyStream(this.stream);

@@ -93,6 +93,10 @@ export class SharedMemoryCommunicator implements Communicator {
     this.rounded = new Uint16Array(0);
   }
 
+  abort(): void {
+    this.close();
+  }
+
   private bf16Slot(parity: number, rank: number, n: number): Uint16Array {
     return new Uint16Array(this.buffer, DATA_OFFSET + (parity * this.size + rank) * this.slotBytes, n);
   }

@@ -3,6 +3,7 @@
 // its request's handler. With tensor parallelism there is one Worker per rank; only rank 0 talks to the
 // main thread. If any rank fails, every live request ends with that error (EngineFailed) and the client
 // refuses new ones.
+import { cuda } from "../backend/cudart.ts";
 import { SharedRing } from "../ipc/ring.ts";
 import {
   decodeResult, encodeAbort, encodeFlush, encodeNewRequest, encodeShutdown, type StepStats, type TokenResult,
@@ -66,12 +67,15 @@ export class EngineClient {
     const tp = o.tp ?? 1;
     if (!Number.isInteger(tp) || tp < 1) throw new Error(`tp must be an integer ≥ 1 (got ${tp})`);
     if (tp > 1) shardLayout(loadModelConfig(engine.modelDir), { rank: 0, size: tp }); // a clear error before any Worker
+    if (device === "cuda" && tp > 1 && cuda.deviceCount() < tp) {
+      throw new Error(`--tp ${tp} needs ${tp} GPUs, but ${cuda.deviceCount()} ${cuda.deviceCount() === 1 ? "is" : "are"} visible`);
+    }
     const requests = SharedRing.create(RING_WORDS);
     const results = SharedRing.create(RING_WORDS);
     const group = tp > 1 ? createRankGroup(tp, o.group) : null;
     const ranks: RankWorker[] = [];
     for (let rank = 0; rank < tp; rank++) {
-      ranks.push(await RankWorker.spawn({ rank, device, requestRing: requests.buffer, resultRing: results.buffer, engine, group }));
+      ranks.push(await RankWorker.spawn({ rank, gpu: rank, device, requestRing: requests.buffer, resultRing: results.buffer, engine, group }));
     }
     try {
       const ready = await Promise.all(ranks.map((r) => r.ready));

@@ -157,18 +157,19 @@ export class Engine {
     }
     const slots = Math.max(pageSize, Math.floor(kvTokens / pageSize) * pageSize);
     const storage = new KvStorage(backend, { ...shape, slots }); // + the padding row CUDA graphs use
+    const bigGpu = backend instanceof CudaBackend && backend.totalMemory > 80 * 2 ** 30;
+    const graphMaxBatch = backend instanceof CudaBackend ? Math.min(o.cudaGraphMaxBs ?? (bigGpu ? 256 : 160), maxRunning) : 0;
+    // The other ranks build the same graphs in the same order: capturing runs collectives.
+    tp?.publisher.setup({ maxPositions: loaded.maxSeqLen, limits: loaded.model.ws.limits, kv: storage.shape, graphMaxBatch });
     let graphs: DecodeGraphs | null = null;
     if (backend instanceof CudaBackend) {
-      const bigGpu = backend.totalMemory > 80 * 2 ** 30;
-      const maxBs = Math.min(o.cudaGraphMaxBs ?? (bigGpu ? 256 : 160), maxRunning);
-      if (maxBs > 0) {
-        graphs = new DecodeGraphs(backend, loaded.model, storage, maxBs);
+      if (graphMaxBatch > 0) {
+        graphs = new DecodeGraphs(backend, loaded.model, storage, graphMaxBatch);
         log(`CUDA graphs: ${graphs.buckets.length} decode batch sizes up to ${graphs.maxBatch} captured in ${graphs.captureSeconds.toFixed(2)} s`);
       } else log("CUDA graphs: disabled");
     }
     const engine = new Engine(backend, loaded.model, storage, o, loaded.maxSeqLen, graphs);
     if (tp) {
-      tp.publisher.setup({ maxPositions: loaded.maxSeqLen, limits: loaded.model.ws.limits, kv: storage.shape });
       storage.onPageTableWrite = (row, start, slots) => tp.publisher.pageTableWrite(row, start, slots);
       engine.publisher = tp.publisher;
     }

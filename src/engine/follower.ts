@@ -4,9 +4,11 @@
 // tokens into this rank's token pool (the next decode step's inputs). It hashes the tokens it sampled and
 // checks them against rank 0's hashes when later records bring them.
 import type { Backend } from "../backend/backend.ts";
+import { CudaBackend } from "../backend/cuda.ts";
 import { KvStorage } from "../cache/kv_storage.ts";
 import type { SharedRing } from "../ipc/ring.ts";
 import { loadModelConfig } from "../model/config.ts";
+import { DecodeGraphs, forwardStep } from "../model/decode_graphs.ts";
 import { DecoderModel } from "../model/decoder.ts";
 import { shardLayout } from "../model/shard.ts";
 import { loadWeights } from "../model/weights.ts";
@@ -34,6 +36,7 @@ export class Follower {
     readonly model: DecoderModel,
     private readonly storage: KvStorage,
     private readonly sampler: Sampler,
+    private readonly graphs: DecodeGraphs | null,
     private readonly fault: FaultInjection | null,
   ) {}
 
@@ -53,7 +56,10 @@ export class Follower {
     const model = new DecoderModel(backend, config, weights, setup.limits, setup.maxPositions, { shard, comm: member.comm });
     const storage = new KvStorage(backend, setup.kv);
     const sampler = new Sampler(backend, setup.kv.rows - 1, config.vocabSize, model.ws.tokenPool);
-    return new Follower(member, ring, model, storage, sampler, fault);
+    const graphs = backend instanceof CudaBackend && setup.graphMaxBatch > 0
+      ? new DecodeGraphs(backend, model, storage, setup.graphMaxBatch)
+      : null;
+    return new Follower(member, ring, model, storage, sampler, graphs, fault);
   }
 
   /** Runs plans until rank 0 says shutdown; throws (and the group fails) on any error. */
@@ -74,9 +80,7 @@ export class Follower {
     injectFault(this.fault, this.rank, plan.step);
     this.verify(plan.checks);
     for (const w of plan.pageTable) this.storage.writePageTable(w.row, w.start, w.slots);
-    // As rank 0's engine: a decode forward takes the logits of every row's last (only) token.
-    const logitsFor = plan.batch.mode === "decode" ? "last" : Array.from(plan.logitRows);
-    const out = this.model.forward(plan.batch, this.storage, logitsFor);
+    const out = forwardStep(this.model, this.storage, this.graphs, plan.batch, Array.from(plan.logitRows));
     if (plan.logitRows.length === 0) return;
     const record = Follower.next(this.ring, this.member);
     if (record.kind !== "sample" || record.step !== plan.step) {
@@ -115,6 +119,7 @@ export class Follower {
   close(): void {
     this.collect();
     this.sampler.free();
+    this.graphs?.close();
     this.storage.free();
     this.model.free();
     this.member.comm.close();

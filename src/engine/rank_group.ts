@@ -1,9 +1,12 @@
 // The shared memory of one tensor-parallel group of rank Workers, made on the main thread and sent to
-// every rank: the group's failure flag, the communicator's buffer and one step-plan ring per rank ≥ 1.
-// Each rank joins with its backend: a Communicator for the model's collectives, and on rank 0 the
-// StepPublisher, on the others the ring it reads its plans from.
+// every rank: the group's failure flag, the CPU communicator's buffer, the slot for NCCL's unique id and
+// one step-plan ring per rank ≥ 1. Each rank joins with its backend: a Communicator for the model's
+// collectives (shared memory on the CPU, NCCL on GPUs), and on rank 0 the StepPublisher, on the others
+// the ring it reads its plans from.
 import type { Backend } from "../backend/backend.ts";
 import type { Communicator } from "../backend/communicator.ts";
+import { CudaBackend } from "../backend/cuda.ts";
+import { NCCL_UNIQUE_ID_BYTES, NcclCommunicator, ncclUniqueId } from "../backend/nccl.ts";
 import { DEFAULT_COLLECTIVE_TIMEOUT_MS, SharedMemoryCommunicator } from "../backend/shared_memory_communicator.ts";
 import { GroupControl } from "../ipc/group_control.ts";
 import { SharedRing } from "../ipc/ring.ts";
@@ -16,6 +19,7 @@ export interface RankGroupInit {
   size: number;
   control: SharedArrayBuffer;
   comm: SharedArrayBuffer;
+  ncclId: SharedArrayBuffer; // [0]: 1 once the id (bytes 4 … 4 + 128) is written
   planRings: SharedArrayBuffer[]; // [r − 1]: the plans of rank r
   timeoutMs: number; // a collective waiting longer for a rank fails the group
   fault: FaultInjection | null;
@@ -35,6 +39,7 @@ export function createRankGroup(size: number, o: RankGroupOptions = {}): RankGro
     size,
     control: GroupControl.create().buffer,
     comm: SharedMemoryCommunicator.createBuffer(size),
+    ncclId: new SharedArrayBuffer(4 + NCCL_UNIQUE_ID_BYTES),
     planRings: Array.from({ length: size - 1 }, () => SharedRing.create(PLAN_RING_WORDS).buffer),
     timeoutMs,
     fault: o.fault === undefined ? faultFromEnv() : o.fault,
@@ -48,8 +53,35 @@ export interface RankMember {
 
 export function joinRankGroup(init: RankGroupInit, rank: number, backend: Backend): RankMember {
   const control = GroupControl.attach(init.control);
-  if (backend.kind !== "cpu") throw new Error(`tensor parallelism on ${backend.kind} needs the NCCL communicator, which is not built yet`);
-  return { control, comm: new SharedMemoryCommunicator(backend, control, init.comm, rank, init.size, init.timeoutMs) };
+  if (!(backend instanceof CudaBackend)) {
+    return { control, comm: new SharedMemoryCommunicator(backend, control, init.comm, rank, init.size, init.timeoutMs) };
+  }
+  if (rank === 0) publishNcclId(init.ncclId, ncclUniqueId());
+  const comm = new NcclCommunicator(backend, awaitNcclId(init.ncclId, control, init.timeoutMs), rank, init.size);
+  backend.watchWaits(() => {
+    control.throwIfFailed();
+    comm.checkAsyncError();
+  }, init.timeoutMs);
+  return { control, comm };
+}
+
+export function publishNcclId(slot: SharedArrayBuffer, id: Uint8Array): void {
+  new Uint8Array(slot, 4).set(id);
+  const state = new Int32Array(slot, 0, 1);
+  Atomics.store(state, 0, 1);
+  Atomics.notify(state, 0);
+}
+
+/** The id rank 0 (or, on another node, the rendezvous) wrote into the slot. */
+export function awaitNcclId(slot: SharedArrayBuffer, control: GroupControl, timeoutMs: number): Uint8Array {
+  const state = new Int32Array(slot, 0, 1);
+  const started = performance.now();
+  while (Atomics.load(state, 0) === 0) {
+    control.throwIfFailed();
+    if (performance.now() - started > timeoutMs) throw new Error(`no NCCL unique id from rank 0 within ${timeoutMs / 1000} s`);
+    Atomics.wait(state, 0, 0, 100);
+  }
+  return new Uint8Array(slot, 4, NCCL_UNIQUE_ID_BYTES).slice();
 }
 
 export interface RankLeader extends RankMember {

@@ -1,9 +1,9 @@
 // The records rank 0 sends to the other ranks of a tensor-parallel group (one SharedRing per rank), so
 // that every rank runs the same forward and samples the same tokens. All fields are Int32 words.
 //
-//   Setup    [1, maxPositions, maxTokens, maxRequests, maxLogitRows,
+//   Setup    [1, maxPositions, maxTokens, maxRequests, maxLogitRows, graphMaxBatch,
 //             kv: layers, kvHeads, headDim, slots, rows, maxSeqLen]
-//            once, before any step: the workspace limits and KV shape rank 0 chose.
+//            once, before any step: the workspace limits, KV shape and CUDA graph sizes rank 0 chose.
 //   Forward  [2, step, mode (0 prefill | 1 decode), idsFromPool (0|1), T, B, L, W, C,
 //             inputIds[T], positions[T], outSlots[T], qoIndptr[B+1], kvLens[B], rows[B], logitRows[L],
 //             W page-table writes (row, start, n, slots[n]), C checks (step, hash)]
@@ -28,6 +28,7 @@ export interface PlanSetup {
   maxPositions: number;
   limits: WorkspaceLimits;
   kv: KvShape;
+  graphMaxBatch: number; // decode CUDA graphs up to this batch (0: none); every rank captures the same
 }
 
 export interface PageTableWrite {
@@ -67,9 +68,9 @@ export function tokenHash(tokens: Int32Array): number {
 }
 
 export function encodeSetup(s: PlanSetup): Int32Array {
-  const w = new WordWriter(11);
+  const w = new WordWriter(12);
   w.i32(Kind.setup);
-  for (const x of [s.maxPositions, s.limits.maxTokens, s.limits.maxRequests, s.limits.maxLogitRows]) w.i32(x);
+  for (const x of [s.maxPositions, s.limits.maxTokens, s.limits.maxRequests, s.limits.maxLogitRows, s.graphMaxBatch]) w.i32(x);
   for (const x of [s.kv.layers, s.kv.kvHeads, s.kv.headDim, s.kv.slots, s.kv.rows, s.kv.maxSeqLen]) w.i32(x);
   return w.done();
 }
@@ -129,9 +130,10 @@ export function decodePlan(record: Int32Array): PlanRecord {
   const kind = r.i32();
   let out: PlanRecord;
   if (kind === Kind.setup) {
-    const [maxPositions, maxTokens, maxRequests, maxLogitRows] = r.i32s(4);
+    const [maxPositions, maxTokens, maxRequests, maxLogitRows, graphMaxBatch] = r.i32s(5);
     const [layers, kvHeads, headDim, slots, rows, maxSeqLen] = r.i32s(6);
-    out = { kind: "setup", setup: { maxPositions, limits: { maxTokens, maxRequests, maxLogitRows }, kv: { layers, kvHeads, headDim, slots, rows, maxSeqLen } } };
+    const limits = { maxTokens, maxRequests, maxLogitRows };
+    out = { kind: "setup", setup: { maxPositions, limits, kv: { layers, kvHeads, headDim, slots, rows, maxSeqLen }, graphMaxBatch } };
   } else if (kind === Kind.forward) {
     const step = r.i32();
     const mode = r.i32() === 1 ? "decode" : "prefill";

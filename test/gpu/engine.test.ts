@@ -4,9 +4,9 @@ import { expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Engine, type TokenEvent } from "../../src/engine/engine.ts";
+import { Engine } from "../../src/engine/engine.ts";
 import type { ForwardBatch } from "../../src/model/forward_batch.ts";
-import { expectIdleInvariants, runToEnd } from "../helpers/engine_run.ts";
+import { agreeUpToNearTies, expectIdleInvariants, runToEnd } from "../helpers/engine_run.ts";
 import { rng } from "../helpers/rng.ts";
 import { cudaBackend, describeGpu } from "./gpu.ts";
 
@@ -19,16 +19,6 @@ function configDir(name: string): string {
 function prompts(count: number, seed: number): number[][] {
   const r = rng(seed);
   return Array.from({ length: count }, () => Array.from({ length: 10 + Math.floor(r() * 300) }, () => Math.floor(r() * 50000)));
-}
-
-/** Greedy runs agree token for token up to the first step where either run's top-2 margin is a near-tie. */
-function agreeUpToNearTies(a: TokenEvent[], b: TokenEvent[], margin: number): boolean {
-  for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const nearTie = [a[i], b[i]].some((e) => e.topLogprobs!.length > 1 && e.topLogprobs![0] - e.topLogprobs![1] < margin);
-    if (nearTie) return true;
-    if (a[i].token !== b[i].token) return false;
-  }
-  return a.length === b.length;
 }
 
 describeGpu("engine on the GPU (Qwen3-0.6B config, dummy weights)", () => {

@@ -4,6 +4,7 @@ import { describe, setDefaultTimeout } from "bun:test";
 import type { Backend, DevicePtr } from "../../src/backend/backend.ts";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import { CudaBackend, cudaUnavailableReason } from "../../src/backend/cuda.ts";
+import { cuda } from "../../src/backend/cudart.ts";
 
 export const gpuSkipReason: string | null = cudaUnavailableReason();
 // The CPU side of each comparison is slow at real sizes; a test abandoned mid-call would leave native
@@ -37,6 +38,23 @@ export function describeGpu(name: string, body: (gpu: Backend, cpu: Backend) => 
   }
   cpu ??= new CpuBackend();
   describe(name, () => body(cudaBackend(), cpu!));
+}
+
+/** Suites that need `count` GPUs of this machine (tensor parallelism); `device` is "cpu" under
+ * MINISGL_GPU_TESTS_ON_CPU=1. */
+export function describeGpus(name: string, count: number, body: (device: "cpu" | "cuda") => void): void {
+  if (testsOnCpu) {
+    describe(`${name} [CPU ranks]`, () => body("cpu"));
+    return;
+  }
+  const found = gpuSkipReason ? 0 : cuda.deviceCount();
+  const reason = gpuSkipReason ?? (found < count ? `needs ${count} GPUs, found ${found}` : null);
+  if (reason) {
+    console.log(`test/gpu: "${name}" skipped (${reason})`);
+    describe.skip(`${name} [skipped: ${reason}]`, () => {});
+    return;
+  }
+  describe(name, () => body("cuda"));
 }
 
 /** Fills a buffer with 0xFF bytes (NaN as bf16 and fp32, −1 as int32) so unwritten outputs show. */

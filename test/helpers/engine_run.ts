@@ -45,3 +45,18 @@ export function expectIdleInvariants(engine: Engine): string[] {
   if (engine.kv.outstandingPages !== 0) problems.push(`${engine.kv.outstandingPages} pages still reserved`);
   return problems;
 }
+
+interface TopTwo {
+  token: number;
+  topLogprobs?: number[];
+}
+
+/** Greedy runs agree token for token up to the first step where either run's top-2 margin is a near-tie. */
+export function agreeUpToNearTies(a: readonly TopTwo[], b: readonly TopTwo[], margin: number): boolean {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const nearTie = [a[i], b[i]].some((e) => e.topLogprobs!.length > 1 && e.topLogprobs![0] - e.topLogprobs![1] < margin);
+    if (nearTie) return true;
+    if (a[i].token !== b[i].token) return false;
+  }
+  return a.length === b.length;
+}

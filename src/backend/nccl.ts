@@ -1,0 +1,132 @@
+// The GPU Communicator: NCCL through bun:ffi (libnccl.so.2 from the system, or MINISGL_NCCL_LIBRARY).
+// Collectives are enqueued on the backend's stream, so CUDA graphs capture them like any kernel. The one
+// call bun:ffi cannot make (ncclCommInitRank takes its unique id by value) goes through a forwarder in
+// our CUDA library (cuda/kernels/nccl_init.cu).
+import { dlopen, FFIType, type Pointer } from "bun:ffi";
+import { CUDA_LIBRARY } from "./library_paths.ts";
+import type { Communicator } from "./communicator.ts";
+import type { CudaBackend } from "./cuda.ts";
+import type { DevicePtr } from "./backend.ts";
+
+const { ptr, i32, u64, cstring } = FFIType;
+
+export const NCCL_UNIQUE_ID_BYTES = 128;
+const NCCL_FLOAT32 = 7;
+const NCCL_BFLOAT16 = 9;
+const NCCL_SUM = 0;
+const NCCL_IN_PROGRESS = 7;
+
+const SYMBOLS = {
+  ncclGetVersion: { args: [ptr], returns: i32 },
+  ncclGetUniqueId: { args: [ptr], returns: i32 },
+  ncclGetErrorString: { args: [i32], returns: cstring },
+  ncclGetLastError: { args: [ptr], returns: cstring },
+  ncclCommGetAsyncError: { args: [ptr, ptr], returns: i32 },
+  ncclAllReduce: { args: [ptr, ptr, u64, i32, i32, ptr, ptr], returns: i32 },
+  ncclAllGather: { args: [ptr, ptr, u64, i32, ptr, ptr], returns: i32 },
+  ncclCommDestroy: { args: [ptr], returns: i32 },
+  ncclCommAbort: { args: [ptr], returns: i32 },
+} as const;
+
+export function ncclLibraryPath(): string {
+  return process.env.MINISGL_NCCL_LIBRARY ?? "libnccl.so.2";
+}
+
+const FORWARDER = {
+  msgl_nccl_comm_init_rank: { args: [ptr, ptr, i32, ptr, i32], returns: i32 }, // (nccl library, comm*, nranks, id, rank)
+} as const;
+
+let lib: ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"] | null = null;
+let forwarder: ReturnType<typeof dlopen<typeof FORWARDER>>["symbols"] | null = null;
+
+function nccl() {
+  if (!lib) {
+    try {
+      lib = dlopen(ncclLibraryPath(), SYMBOLS).symbols;
+    } catch (e) {
+      throw new Error(`cannot load NCCL (${ncclLibraryPath()}; set MINISGL_NCCL_LIBRARY to its path): ${(e as Error).message}`);
+    }
+  }
+  return lib;
+}
+
+const P = (p: number) => p as unknown as Pointer;
+
+function check(status: number, what: string, comm = 0): void {
+  if (status === 0) return;
+  const detail = comm ? nccl().ncclGetLastError(P(comm)) : "";
+  throw new Error(`${what} failed: ${nccl().ncclGetErrorString(status)} (NCCL error ${status})${detail ? `: ${detail}` : ""}`);
+}
+
+export function ncclVersion(): string {
+  const v = new Int32Array(1);
+  check(nccl().ncclGetVersion(v), "ncclGetVersion");
+  const code = v[0]; // major·10000 + minor·100 + patch
+  return `${Math.floor(code / 10000)}.${Math.floor(code / 100) % 100}.${code % 100}`;
+}
+
+/** A fresh unique id: made by one rank (rank 0), handed to all the others before they create their communicators. */
+export function ncclUniqueId(): Uint8Array {
+  const id = new Uint8Array(NCCL_UNIQUE_ID_BYTES);
+  check(nccl().ncclGetUniqueId(id), "ncclGetUniqueId");
+  return id;
+}
+
+export class NcclCommunicator implements Communicator {
+  private comm = 0;
+  private readonly one: DevicePtr;
+
+  /** Blocks until every rank of the group has called it with the same id (call on the rank's own thread,
+   * after its backend bound the thread to its GPU). */
+  constructor(
+    private readonly backend: CudaBackend,
+    id: Uint8Array,
+    readonly rank: number,
+    readonly size: number,
+  ) {
+    if (id.byteLength !== NCCL_UNIQUE_ID_BYTES) throw new Error(`an NCCL unique id has ${NCCL_UNIQUE_ID_BYTES} bytes, got ${id.byteLength}`);
+    nccl();
+    forwarder ??= dlopen(CUDA_LIBRARY, FORWARDER).symbols;
+    const slot = new BigUint64Array(1);
+    const status = forwarder.msgl_nccl_comm_init_rank(Buffer.from(`${ncclLibraryPath()}\0`), slot, size, id, rank);
+    if (status === -1 || status === -2) throw new Error(`cannot open ncclCommInitRank in ${ncclLibraryPath()}`);
+    check(status, `ncclCommInitRank(rank ${rank} of ${size})`);
+    this.comm = Number(slot[0]);
+    this.one = backend.alloc(4);
+  }
+
+  allReduceSum(buf: DevicePtr, count: number): void {
+    check(nccl().ncclAllReduce(P(buf), P(buf), count, NCCL_BFLOAT16, NCCL_SUM, P(this.comm), P(this.backend.stream)), "ncclAllReduce", this.comm);
+  }
+
+  allGather(recv: DevicePtr, send: DevicePtr, count: number): void {
+    check(nccl().ncclAllGather(P(send), P(recv), count, NCCL_FLOAT32, P(this.comm), P(this.backend.stream)), "ncclAllGather", this.comm);
+  }
+
+  barrier(): void {
+    check(nccl().ncclAllReduce(P(this.one), P(this.one), 1, NCCL_FLOAT32, NCCL_SUM, P(this.comm), P(this.backend.stream)), "ncclAllReduce", this.comm);
+    this.backend.synchronize();
+  }
+
+  /** Throws the communicator's asynchronous error (a peer lost, a network failure), if any. */
+  checkAsyncError(): void {
+    if (!this.comm) return;
+    const r = new Int32Array(1);
+    check(nccl().ncclCommGetAsyncError(P(this.comm), r), "ncclCommGetAsyncError", this.comm);
+    if (r[0] !== 0 && r[0] !== NCCL_IN_PROGRESS) check(r[0], "an NCCL collective", this.comm);
+  }
+
+  /** Waits for the collectives in flight and frees the communicator. */
+  close(): void {
+    if (!this.comm) return;
+    check(nccl().ncclCommDestroy(P(this.comm)), "ncclCommDestroy");
+    this.comm = 0;
+  }
+
+  /** After a failure: frees the communicator without waiting for peers (work in flight is cancelled). */
+  abort(): void {
+    if (!this.comm) return;
+    nccl().ncclCommAbort(P(this.comm));
+    this.comm = 0;
+  }
+}
