@@ -12,7 +12,8 @@ import { loadModel } from "./model/load.ts";
 import { argmax, SingleSequence } from "./model/sequence.ts";
 import { checkBunVersion } from "./runtime.ts";
 import { FlagError, rawFlag, SERVE_FLAGS, serveOptions } from "./server/flags.ts";
-import { exitOnSignals, startServer } from "./server/serve.ts";
+import { exitOnSignals, rankEngineOptions, startServer } from "./server/serve.ts";
+import { runFollowerNode } from "./engine/follower_node.ts";
 import { runShell } from "./shell.ts";
 import { progressPrinter } from "./hub/progress_bar.ts";
 import { resolveModel } from "./hub/resolve_model.ts";
@@ -109,7 +110,13 @@ export function buildCli(): CAC {
   serve.option("--model-path <dir>", "Alias of --model").action(async (flags: Record<string, unknown>) => {
     const model = rawFlag(process.argv, ["model", "model-path"]);
     const modelDir = model ? await resolveModel(model, { onProgress: progressPrinter() }) : defaultModelDir();
-    const server = await startServer(serveOptions(flags, process.argv, modelDir));
+    const options = serveOptions(flags, process.argv, modelDir);
+    if (options.nodes && options.nodes.nodeRank > 0) {
+      const failure = await runFollowerNode(rankEngineOptions(options), options.tp ?? 1, options.nodes, (line) => console.log(line));
+      if (failure) console.error(`error: ${failure}`);
+      process.exit(failure ? 1 : 0);
+    }
+    const server = await startServer(options);
     exitOnSignals(server);
   });
   cli

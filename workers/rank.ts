@@ -158,7 +158,6 @@ function fail(init: RankInit, e: unknown): string {
   if (!init.group) return message;
   const control = GroupControl.attach(init.group.control);
   control.fail(init.rank, message);
-  communicator?.abort();
   if (init.rank === 0) closePlanRings(init.group);
   return control.failure?.message ?? message;
 }
@@ -172,6 +171,8 @@ self.onmessage = (event: MessageEvent<RankInit>) => {
     else throw new Error(`rank ${init.rank} without a group`);
   } catch (e) {
     postMessage({ type: "error", rank: init.rank, message: fail(init, e) });
+    // After the error is out: NCCL's abort may wait for the other ranks to abort too.
+    communicator?.abort();
   }
   postMessage({ type: "exited" });
 };

@@ -11,6 +11,7 @@ import {
 import { loadModelConfig } from "../model/config.ts";
 import { shardLayout } from "../model/shard.ts";
 import type { RankInit, RankReady } from "../../workers/rank.ts";
+import { type NodeLayout, NodeLinkServer, nodeRanks } from "./node_link.ts";
 import { createRankGroup, type RankGroupOptions } from "./rank_group.ts";
 import { RankWorker } from "./rank_worker.ts";
 import type { SamplingParams } from "./sampling_params.ts";
@@ -22,8 +23,9 @@ export interface RequestHandlers {
 }
 
 export interface StartOptions {
-  tp?: number; // tensor-parallel ranks (default 1)
+  tp?: number; // tensor-parallel ranks (default 1), on all nodes together
   group?: RankGroupOptions;
+  nodes?: NodeLayout; // multi-node: this is node 0 (the other nodes run src/engine/follower_node.ts)
 }
 
 /** The engine stopped (a rank threw, or a collective timed out): nothing more will run. */
@@ -58,6 +60,7 @@ export class EngineClient {
     private readonly requests: SharedRing,
     private readonly results: SharedRing,
     readonly info: RankReady,
+    private readonly link: NodeLinkServer | null,
   ) {
     this.draining = this.drain();
     for (const r of ranks) r.onError = (message) => this.fail(message);
@@ -66,25 +69,31 @@ export class EngineClient {
   static async start(device: RankInit["device"], engine: RankInit["engine"], o: StartOptions = {}): Promise<EngineClient> {
     const tp = o.tp ?? 1;
     if (!Number.isInteger(tp) || tp < 1) throw new Error(`tp must be an integer ≥ 1 (got ${tp})`);
+    const nnodes = o.nodes?.nnodes ?? 1;
+    const local = nodeRanks(tp, nnodes, 0);
+    if (nnodes > 1 && device !== "cuda") throw new Error("multi-node tensor parallelism needs --device cuda (its collectives go over NCCL)");
+    if (o.nodes && o.nodes.nodeRank !== 0) throw new Error("EngineClient runs on node 0 only");
     if (tp > 1) shardLayout(loadModelConfig(engine.modelDir), { rank: 0, size: tp }); // a clear error before any Worker
-    if (device === "cuda" && tp > 1 && cuda.deviceCount() < tp) {
-      throw new Error(`--tp ${tp} needs ${tp} GPUs, but ${cuda.deviceCount()} ${cuda.deviceCount() === 1 ? "is" : "are"} visible`);
+    if (device === "cuda" && local.length > 1 && cuda.deviceCount() < local.length) {
+      throw new Error(`--tp ${tp} needs ${local.length} GPUs on this node, but ${cuda.deviceCount()} ${cuda.deviceCount() === 1 ? "is" : "are"} visible`);
     }
     const requests = SharedRing.create(RING_WORDS);
     const results = SharedRing.create(RING_WORDS);
     const group = tp > 1 ? createRankGroup(tp, o.group) : null;
+    const link = group && o.nodes && nnodes > 1 ? NodeLinkServer.start(group, o.nodes, tp) : null;
     const ranks: RankWorker[] = [];
-    for (let rank = 0; rank < tp; rank++) {
-      ranks.push(await RankWorker.spawn({ rank, gpu: rank, device, requestRing: requests.buffer, resultRing: results.buffer, engine, group }));
+    for (const [gpu, rank] of local.entries()) {
+      ranks.push(await RankWorker.spawn({ rank, gpu, device, requestRing: requests.buffer, resultRing: results.buffer, engine, group }));
     }
     try {
       const ready = await Promise.all(ranks.map((r) => r.ready));
-      return new EngineClient(ranks, requests, results, ready[0] as RankReady);
+      return new EngineClient(ranks, requests, results, ready[0] as RankReady, link);
     } catch (e) {
       // The failing rank failed the group, so the others stop too; rank 0 also stops on a closed ring.
       requests.close();
       await within(Promise.all(ranks.map((r) => r.exited)), EXIT_GRACE_MS);
       for (const r of ranks) r.terminate();
+      await link?.close();
       throw e;
     }
   }
@@ -180,5 +189,6 @@ export class EngineClient {
     else await exited;
     this.requests.close();
     for (const r of this.ranks) r.terminate();
+    await this.link?.close();
   }
 }

@@ -58,6 +58,11 @@ export type PlanRecord =
   | { kind: "shutdown"; checks: TokenCheck[] };
 
 /** FNV-1a over the token ids, as an int32. */
+/** Whether a record is the last one rank 0 sends a rank (Shutdown). */
+export function isShutdownRecord(record: Int32Array): boolean {
+  return record[0] === Kind.shutdown;
+}
+
 export function tokenHash(tokens: Int32Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < tokens.length; i++) {

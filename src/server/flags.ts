@@ -1,6 +1,7 @@
 // `bun run serve` flags: definitions (shown by --help with their defaults) and validation that names the flag.
 import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME } from "../default_model.ts";
 import { DEVICE_CHOICES, selectDevice } from "../device_select.ts";
+import { type NodeLayout, nodeRanks, parseInitAddr } from "../engine/node_link.ts";
 import type { ServeOptions } from "./serve.ts";
 
 export interface FlagSpec {
@@ -12,7 +13,10 @@ export interface FlagSpec {
 
 export const SERVE_FLAGS: FlagSpec[] = [
   { name: "model", value: "id", help: "Local model directory or Hugging Face id (alias --model-path); default: the embedded models/default" },
-  { name: "tp", value: "n", help: "Tensor-parallel ranks (one Worker each; GPUs on cuda)", default: 1 },
+  { name: "tp", value: "n", help: "Tensor-parallel ranks (one Worker each; GPUs on cuda), on all nodes together", default: 1 },
+  { name: "nnodes", value: "n", help: "Machines the --tp ranks are spread over (cuda; --tp/--nnodes GPUs each)", default: 1 },
+  { name: "node-rank", value: "k", help: "This machine's index; node 0 serves HTTP, the others only run ranks", default: 0 },
+  { name: "dist-init-addr", value: "host:port", help: "Node 0's address for the node link (needed with --nnodes > 1)" },
   { name: "dtype", value: "type", help: "Weight and activation dtype: auto | bfloat16", default: "auto" },
   { name: "host", value: "addr", help: "Listen address", default: "127.0.0.1" },
   { name: "port", value: "n", help: "Listen port", default: 1919 },
@@ -60,17 +64,33 @@ function choice<T extends string>(v: unknown, name: string, options: readonly T[
 /** Validated serve options from cac's parsed flags plus the raw argv (for string flags). */
 export function serveOptions(flags: Record<string, unknown>, argv: string[], modelDir: string): ServeOptions {
   const tp = intFlag(flags.tp ?? 1, "tp", 1);
+  const nnodes = intFlag(flags.nnodes ?? 1, "nnodes", 1);
+  const nodeRank = intFlag(flags.nodeRank ?? 0, "node-rank", 0);
+  const initAddr = rawFlag(argv, ["dist-init-addr"]);
+  let nodes: NodeLayout | undefined;
+  if (nnodes > 1 || nodeRank > 0) {
+    if (!initAddr) throw new FlagError("--nnodes > 1 needs --dist-init-addr host:port (node 0's address)");
+    try {
+      nodeRanks(tp, nnodes, nodeRank);
+      parseInitAddr(initAddr);
+    } catch (e) {
+      throw new FlagError((e as Error).message);
+    }
+    nodes = { nnodes, nodeRank, initAddr };
+  }
   choice(flags.dtype ?? "auto", "dtype", ["auto", "bfloat16", "bf16"] as const);
   const ratio = Number(flags.memoryRatio ?? 0.9);
   if (!(ratio > 0 && ratio <= 1)) throw new FlagError(`--memory-ratio must be in (0, 1] (got ${flags.memoryRatio})`);
   const { device, note } = selectDevice(choice(flags.device ?? "auto", "device", DEVICE_CHOICES));
   if (note !== null) console.log(note);
+  if (nodes && device !== "cuda") throw new FlagError("--nnodes > 1 needs --device cuda (the ranks' collectives go over NCCL)");
   const model = rawFlag(argv, ["model", "model-path"]) ?? (modelDir === DEFAULT_MODEL_DIR ? DEFAULT_MODEL_NAME : modelDir);
   const seqLen = flags.maxSeqLenOverride;
   const pages = flags.numPages;
   return {
     modelDir,
     tp,
+    nodes,
     servedModelName: rawFlag(argv, ["served-model-name"]) ?? model,
     host: String(rawFlag(argv, ["host"]) ?? "127.0.0.1"),
     port: intFlag(flags.port ?? 1919, "port", 0),

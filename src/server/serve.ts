@@ -1,6 +1,8 @@
 // `bun run serve`: tokenizer and rank worker up (ready handshake), a warm-up request, then the listener;
 // SIGINT/SIGTERM stop admitting, end in-flight requests with a final event, free the device, exit 0.
 import { EngineClient } from "../engine/client.ts";
+import type { NodeLayout } from "../engine/node_link.ts";
+import type { RankInit } from "../../workers/rank.ts";
 import { RequestStream } from "../engine/request_stream.ts";
 import type { SamplingParams } from "../engine/sampling_params.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
@@ -10,7 +12,8 @@ import { Metrics } from "./metrics.ts";
 
 export interface ServeOptions {
   modelDir: string;
-  tp?: number; // tensor-parallel ranks (default 1)
+  tp?: number; // tensor-parallel ranks (default 1), on all nodes together
+  nodes?: NodeLayout; // multi-node; startServer runs on node 0, the others run runFollowerNode
   servedModelName: string;
   host: string;
   port: number;
@@ -41,6 +44,16 @@ async function warmUp(client: EngineClient, tokenizer: TextTokenizer, defaults: 
   for await (const _ of stream.updates());
 }
 
+/** What every rank's engine gets from the serve flags. */
+export function rankEngineOptions(o: ServeOptions, eosTokenIds: number[] = []): RankInit["engine"] {
+  return {
+    modelDir: o.modelDir, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache, maxPrefillLength: o.maxPrefillLength,
+    maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen, numPages: o.numPages, eosTokenIds,
+    memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
+    quiet: o.logLevel !== "debug" && o.logLevel !== "info",
+  };
+}
+
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const t0 = performance.now();
   const log = (msg: string) => {
@@ -48,12 +61,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   };
   const tokenizer = await TextTokenizer.load(o.modelDir);
   const tTokenizer = performance.now();
-  const client = await EngineClient.start(o.device, {
-    modelDir: o.modelDir, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache, maxPrefillLength: o.maxPrefillLength,
-    maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen, numPages: o.numPages, eosTokenIds: tokenizer.eosTokenIds,
-    memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
-    quiet: o.logLevel !== "debug" && o.logLevel !== "info",
-  }, { tp: o.tp ?? 1 });
+  const client = await EngineClient.start(o.device, rankEngineOptions(o, tokenizer.eosTokenIds), { tp: o.tp ?? 1, nodes: o.nodes });
   const info = client.info;
   const tEngine = performance.now();
   await warmUp(client, tokenizer, info.defaults as SamplingParams);
@@ -83,7 +91,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   ctx.state.ready = true;
   const url = `http://${o.host}:${app.server!.port}`;
   log(`model ${info.architecture} from ${o.modelDir} as '${o.servedModelName}', dtype bfloat16, device ${info.deviceName}` +
-    `${(o.tp ?? 1) > 1 ? ` × ${o.tp} tensor-parallel ranks` : ""}`);
+    `${(o.tp ?? 1) > 1 ? ` × ${o.tp} tensor-parallel ranks` : ""}${o.nodes ? ` on ${o.nodes.nnodes} nodes` : ""}`);
   log(`KV cache: ${info.kvTotalSlots} tokens; max concurrency at full context (${info.maxSeqLen} tokens): ` +
     `${Math.floor(info.kvTotalSlots / info.maxSeqLen)}; CUDA graphs: ${info.graphMaxBatch > 0 ? `decode batches up to ${info.graphMaxBatch}` : "none"}`);
   log(`start-up ${((tWarm - t0) / 1000).toFixed(2)} s (tokenizer ${((tTokenizer - t0) / 1000).toFixed(2)} s, ` +

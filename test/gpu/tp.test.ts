@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EngineClient, EngineFailed } from "../../src/engine/client.ts";
 import type { RankGroupOptions } from "../../src/engine/rank_group.ts";
-import { resolveSamplingParams, type SamplingParamsInput } from "../../src/engine/sampling_params.ts";
+import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from "../../src/engine/sampling_params.ts";
 import type { TokenResult } from "../../src/ipc/messages.ts";
 import { agreeUpToNearTies } from "../helpers/engine_run.ts";
 import { maxAbsDiff } from "../helpers/reference.ts";
@@ -37,7 +37,7 @@ let nextUid = 1;
 
 /** Runs the prompts to the end through the client; each prompt's token results in order. */
 function generate(client: EngineClient, batch: number[][], input: SamplingParamsInput): Promise<TokenResult[][]> {
-  const params = resolveSamplingParams(input, client.info.defaults, client.info.vocabSize);
+  const params = resolveSamplingParams(input, client.info.defaults as SamplingParams, client.info.vocabSize);
   return Promise.all(batch.map((prompt) => new Promise<TokenResult[]>((resolve, reject) => {
     const tokens: TokenResult[] = [];
     const accepted = client.submit(nextUid++, prompt, params, {
@@ -113,5 +113,5 @@ describeGpus("tensor parallelism over NCCL", 2, (device) => {
     await expect(generate(client, [[1, 2, 3]], { temperature: 0, maxTokens: 8, ignoreEos: true })).rejects.toThrow(/rank 0 failed: .*timed out after 2\.0 s/);
     expect(performance.now() - started).toBeLessThan(5000);
     await client.close();
-  });
+  }, 60_000);
 });

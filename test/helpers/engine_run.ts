@@ -48,7 +48,7 @@ export function expectIdleInvariants(engine: Engine): string[] {
 
 interface TopTwo {
   token: number;
-  topLogprobs?: number[];
+  topLogprobs?: ArrayLike<number>;
 }
 
 /** Greedy runs agree token for token up to the first step where either run's top-2 margin is a near-tie. */

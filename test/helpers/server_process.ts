@@ -11,10 +11,10 @@ export interface ServerProcess {
 /** The server suite runs on the CPU; MINISGL_TEST_DEVICE=cuda runs the same suite on the GPU (test/gpu/run.sh). */
 export const SERVER_TEST_DEVICE = process.env.MINISGL_TEST_DEVICE ?? "cpu";
 
-export async function startServe(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const proc = Bun.spawn(["bun", join(import.meta.dir, "../../src/cli.ts"), "serve", "--port", "0", "--device", SERVER_TEST_DEVICE,
+export async function startServe(args: string[], env: Record<string, string> = {}, device = SERVER_TEST_DEVICE): Promise<ServerProcess> {
+  const proc = Bun.spawn(["bun", join(import.meta.dir, "../../src/cli.ts"), "serve", "--port", "0", "--device", device,
     // Several servers share the GPU during the suite: a fixed KV size instead of a share of its memory.
-    ...(SERVER_TEST_DEVICE === "cuda" ? ["--num-pages", "65536"] : []), ...args], {
+    ...(device === "cuda" ? ["--num-pages", "65536"] : []), ...args], {
     stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env },
   });
   let text = "";
