@@ -12,7 +12,8 @@ import { loadModelConfig } from "../model/config.ts";
 import { shardLayout } from "../model/shard.ts";
 import type { RankInit, RankReady } from "../../workers/rank.ts";
 import { type NodeLayout, NodeLinkServer, nodeRanks } from "./node_link.ts";
-import { createRankGroup, type RankGroupOptions } from "./rank_group.ts";
+import { createRankGroup, type RankGroupInit, type RankGroupOptions } from "./rank_group.ts";
+import { GroupControl } from "../ipc/group_control.ts";
 import { RankWorker } from "./rank_worker.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 
@@ -61,9 +62,33 @@ export class EngineClient {
     private readonly results: SharedRing,
     readonly info: RankReady,
     private readonly link: NodeLinkServer | null,
+    watchdog: { group: RankGroupInit; ranks: number[] } | null,
   ) {
     this.draining = this.drain();
     for (const r of ranks) r.onError = (message) => this.fail(message);
+    if (watchdog) this.watchProgress(watchdog.group, watchdog.ranks);
+  }
+
+  /** On GPUs a rank stuck inside a CUDA or NCCL call cannot report itself: while requests are live and rank
+   * 0 launches no step for the group's timeout, the group fails, naming the rank that is furthest behind. */
+  private watchProgress(group: RankGroupInit, ranks: number[]): void {
+    const control = GroupControl.attach(group.control);
+    let seen = control.stepOf(0);
+    let since = performance.now();
+    const timer = setInterval(() => {
+      if (this.failure || this.requests.closed) return clearInterval(timer);
+      const step = control.stepOf(0);
+      if (step !== seen || this.handlers.size === 0) {
+        [seen, since] = [step, performance.now()];
+        return;
+      }
+      if (performance.now() - since < group.timeoutMs) return;
+      clearInterval(timer);
+      const laggard = ranks.reduce((a, r) => (control.stepOf(r) < control.stepOf(a) ? r : a), ranks[0]);
+      control.fail(laggard, `no progress for ${(group.timeoutMs / 1000).toFixed(1)} s: rank ${laggard} finished ${control.stepOf(laggard)} ` +
+        `steps, rank 0 launched ${step} (a rank stuck in a GPU call or collective)`);
+      this.fail(control.failure!.message);
+    }, Math.min(500, group.timeoutMs / 4));
   }
 
   static async start(device: RankInit["device"], engine: RankInit["engine"], o: StartOptions = {}): Promise<EngineClient> {
@@ -87,7 +112,8 @@ export class EngineClient {
     }
     try {
       const ready = await Promise.all(ranks.map((r) => r.ready));
-      return new EngineClient(ranks, requests, results, ready[0] as RankReady, link);
+      const watchdog = group && device === "cuda" ? { group, ranks: local } : null;
+      return new EngineClient(ranks, requests, results, ready[0] as RankReady, link, watchdog);
     } catch (e) {
       // The failing rank failed the group, so the others stop too; rank 0 also stops on a closed ring.
       requests.close();

@@ -81,12 +81,13 @@ export class Follower {
     this.verify(plan.checks);
     for (const w of plan.pageTable) this.storage.writePageTable(w.row, w.start, w.slots);
     const out = forwardStep(this.model, this.storage, this.graphs, plan.batch, Array.from(plan.logitRows));
-    if (plan.logitRows.length === 0) return;
+    if (plan.logitRows.length === 0) return this.member.control.markStep(this.rank, plan.step + 1);
     const record = Follower.next(this.ring, this.member);
     if (record.kind !== "sample" || record.step !== plan.step) {
       throw new Error(`rank ${this.rank}: expected the sampling plan of step ${plan.step}, got ${record.kind}`);
     }
     this.pending = { step: plan.step, wait: this.sampler.run(out.logits, record.sampling) };
+    this.member.control.markStep(this.rank, plan.step + 1);
   }
 
   private collect(): void {

@@ -35,6 +35,7 @@ export class StepPublisher {
   /** Sends the plan of the forward rank 0 is about to run; returns its step number. */
   forward(batch: ForwardBatch, logitRows: readonly number[]): number {
     const step = this.step++;
+    this.control.markStep(0, step); // steps before this one are launched
     this.send(encodeForward({ step, batch, logitRows: Int32Array.from(logitRows), pageTable: this.pageTable, checks: this.checks }));
     this.pageTable = [];
     this.checks = [];

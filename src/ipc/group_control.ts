@@ -9,19 +9,31 @@ const FAILED = 1; // 0 = fine, 1 = a failure is being written, 2 = failure publi
 const ORIGIN = 2;
 const REASON_BYTES = 3;
 const HEADER_WORDS = 16;
+const MAX_RANKS = 64;
 const MAX_REASON_BYTES = 2048;
 
 export class GroupControl {
   private readonly words: Int32Array;
+  private readonly steps: Int32Array; // [rank]: the last step the rank finished launching
   private readonly reason: Uint8Array;
 
   private constructor(readonly buffer: SharedArrayBuffer) {
     this.words = new Int32Array(buffer, 0, HEADER_WORDS);
-    this.reason = new Uint8Array(buffer, HEADER_WORDS * 4, MAX_REASON_BYTES);
+    this.steps = new Int32Array(buffer, HEADER_WORDS * 4, MAX_RANKS);
+    this.reason = new Uint8Array(buffer, (HEADER_WORDS + MAX_RANKS) * 4, MAX_REASON_BYTES);
   }
 
   static create(): GroupControl {
-    return new GroupControl(new SharedArrayBuffer(HEADER_WORDS * 4 + MAX_REASON_BYTES));
+    return new GroupControl(new SharedArrayBuffer((HEADER_WORDS + MAX_RANKS) * 4 + MAX_REASON_BYTES));
+  }
+
+  /** Progress, for a watchdog outside the ranks (a rank stuck in a GPU call cannot report itself). */
+  markStep(rank: number, step: number): void {
+    if (rank < MAX_RANKS) Atomics.store(this.steps, rank, step);
+  }
+
+  stepOf(rank: number): number {
+    return rank < MAX_RANKS ? Atomics.load(this.steps, rank) : 0;
   }
 
   static attach(buffer: SharedArrayBuffer): GroupControl {
