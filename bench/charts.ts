@@ -6,7 +6,7 @@ import { join, relative } from "node:path";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import * as flag from "./flags.ts";
-import { latestBy, modelName, type OfflineRow, offlineKey, readResults, type ResultRow, type ServingRow, servingKey } from "./results_file.ts";
+import { latestBy, modelLabel, modelName, type OfflineRow, offlineKey, readResults, type ResultRow, type ServingRow, servingKey } from "./results_file.ts";
 import { fillResults } from "./results_tables.ts";
 
 const BENCH_DIR = import.meta.dir;
@@ -24,7 +24,7 @@ const rank = (series: string) => SERIES_RANK[series] ?? 50; // baselines between
 export function offlineChart(rows: ResultRow[]): TopLevelSpec | null {
   const offline = latestBy(rows.filter((r): r is OfflineRow => r.bench === "offline"), offlineKey);
   if (offline.length === 0) return null;
-  const label = (r: OfflineRow) => `${modelName(r.model)}${r.dummy_weight ? " (dummy)" : ""}`;
+  const label = modelLabel;
   const values: { hardware: string; model: string; series: string; tokens: number }[] = [];
   for (const r of offline) {
     const series = r.engine === "minisgl" ? `minisgl, overlap ${r.overlap ? "on" : "off"}` : r.engine;

@@ -92,9 +92,10 @@ async function main(): Promise<void> {
 
     const config = loadModelConfig(options.model);
     const gpu = device === "cuda" ? gpuSpec(gpuName()) : null;
+    // With --tp N, N GPUs that split every step evenly (the floor ignores the collectives).
     const rooflineSeconds = gpu ? offlineRooflineSeconds(modelCost(config), gpu,
       workload.prompts.map((p, i) => ({ inputLen: p.length, outputLen: workload.outputLens[i] })),
-      { maxRunningRequests: options.maxRunningRequests!, maxPrefillTokens: options.maxPrefillLength! }) : null;
+      { maxRunningRequests: options.maxRunningRequests!, maxPrefillTokens: options.maxPrefillLength! }) / (options.tp ?? 1) : null;
     const row = {
       ...recordHead("offline", device, hardware, "bench"),
       gpu: hardware,

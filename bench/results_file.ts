@@ -26,6 +26,7 @@ export interface OfflineRow extends Head {
   output_throughput: number;
   total_throughput: number;
   roofline_output_throughput: number | null;
+  config?: { tp?: number };
 }
 
 interface Summary {
@@ -59,6 +60,7 @@ export interface ServingRow extends Head {
 export interface LatencyRow extends Head {
   bench: "latency";
   model: string;
+  tp?: number;
   prefill: { batch: number; input_len: number; ms: number; roofline_ms: number | null };
   decode: { batch: number; context: number; step_ms: number; graph_replay: boolean; roofline_ms: number | null }[];
 }
@@ -99,8 +101,15 @@ export function latestBy<T>(rows: T[], key: (r: T) => string): T[] {
   return [...byKey.values()];
 }
 
-export const offlineKey = (r: OfflineRow) => [r.hardware, modelName(r.model), r.engine, r.overlap, r.dummy_weight, r.num_requests].join("|");
+/** Tensor-parallel ranks of a row (rows written before --tp was recorded ran on one GPU). */
+export const tpOf = (r: OfflineRow | LatencyRow) => ("tp" in r ? r.tp : undefined) ?? ("config" in r ? r.config?.tp : undefined) ?? 1;
+
+/** "Qwen3-8B (dummy) × TP 2": the model column of the tables and charts. */
+export const modelLabel = (r: OfflineRow | LatencyRow & { dummy_weight?: boolean }) =>
+  `${modelName(r.model)}${r.dummy_weight ? " (dummy)" : ""}${tpOf(r) > 1 ? ` × TP ${tpOf(r)}` : ""}`;
+
+export const offlineKey = (r: OfflineRow) => [r.hardware, modelName(r.model), r.engine, r.overlap, r.dummy_weight, r.num_requests, tpOf(r)].join("|");
 export const servingKey = (r: ServingRow) =>
   [r.hardware, modelName(r.model), r.dataset, r.num_prompts, r.request_rate, r.max_concurrency].join("|");
-export const latencyKey = (r: LatencyRow) => [r.hardware, modelName(r.model), r.engine].join("|");
+export const latencyKey = (r: LatencyRow) => [r.hardware, modelName(r.model), r.engine, tpOf(r)].join("|");
 export const kernelsKey = (r: KernelsRow) => [r.hardware, r.sizes].join("|");

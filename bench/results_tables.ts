@@ -1,7 +1,7 @@
 // The tables of bench/RESULTS.md, drawn from bench/results.jsonl: every figure with its date, hardware,
 // the roofline beside it where the hardware has one, and the command that reproduces it.
 import {
-  type KernelsRow, kernelsKey, type LatencyRow, latencyKey, latestBy, modelName, type OfflineRow, offlineKey, type ResultRow,
+  type KernelsRow, kernelsKey, type LatencyRow, latencyKey, latestBy, modelLabel, modelName, type OfflineRow, offlineKey, type ResultRow,
   type ServingRow, servingKey,
 } from "./results_file.ts";
 import * as units from "./units.ts";
@@ -20,7 +20,7 @@ export function offlineTable(all: ResultRow[]): string {
   return table(
     ["date", "hardware", "model", "engine", "overlap", "requests", "output tok/s", "total tok/s", "duration s", "roofline output tok/s", "command"],
     rows.map((r) => [
-      r.date, r.hardware + load(r), `${modelName(r.model)}${r.dummy_weight ? " (dummy)" : ""}`, r.engine,
+      r.date, r.hardware + load(r), modelLabel(r), r.engine,
       r.overlap === null ? "—" : r.overlap ? "on" : "off", String(r.num_requests), fixed(r.output_throughput), fixed(r.total_throughput),
       fixed(r.duration_s, 2),
       r.roofline_output_throughput === null ? "n/a" : `${fixed(r.roofline_output_throughput, 0)} (${fixed((100 * r.output_throughput) / r.roofline_output_throughput, 0)}%)`,
@@ -51,9 +51,9 @@ export function latencyTable(all: ResultRow[]): string {
   return table(
     ["date", "hardware", "model", "step", "ms", "roofline ms (% of it)", "graph", "command"],
     rows.flatMap((r) => [
-      [r.date, r.hardware + load(r), modelName(r.model), `prefill ${r.prefill.batch} × ${r.prefill.input_len}`, fixed(r.prefill.ms, 3),
+      [r.date, r.hardware + load(r), modelLabel(r), `prefill ${r.prefill.batch} × ${r.prefill.input_len}`, fixed(r.prefill.ms, 3),
         vsRoof(r.prefill.ms, r.prefill.roofline_ms), "—", code(r.command)],
-      ...r.decode.map((d) => [r.date, r.hardware + load(r), modelName(r.model), `decode batch ${d.batch}, context ${d.context}`,
+      ...r.decode.map((d) => [r.date, r.hardware + load(r), modelLabel(r), `decode batch ${d.batch}, context ${d.context}`,
         fixed(d.step_ms, 3), vsRoof(d.step_ms, d.roofline_ms), d.graph_replay ? "yes" : "no", code(r.command)]),
     ]),
   );
