@@ -68,7 +68,7 @@ export class CudaBackend implements Backend {
     }
   }
 
-  /** From now on every wait for the GPU polls instead of blocking, calling `check` about every millisecond
+  /** From now on every wait for the GPU polls instead of blocking, calling `check` every few milliseconds
    * (it throws to give up), and gives up itself after `timeoutMs`. Tensor-parallel ranks use it: a wait
    * on a collective whose peer died would otherwise never return. */
   watchWaits(check: () => void, timeoutMs: number): void {
