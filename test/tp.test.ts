@@ -7,11 +7,13 @@ import type { DevicePtr } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { EngineClient, EngineFailed } from "../src/engine/client.ts";
 import { Engine, type EngineOptions } from "../src/engine/engine.ts";
+import { ProgressWatch } from "../src/engine/progress_watch.ts";
 import { createRankGroup, leadRankGroup, type RankGroupInit } from "../src/engine/rank_group.ts";
 import { RankWorker } from "../src/engine/rank_worker.ts";
 import {
   decodePlan, encodeForward, encodeSample, encodeSetup, encodeShutdown, type ForwardPlan, tokenHash,
 } from "../src/engine/step_plan.ts";
+import { GroupControl } from "../src/ipc/group_control.ts";
 import { SharedRing } from "../src/ipc/ring.ts";
 import { LLM } from "../src/index.ts";
 import { loadModelConfig, type ModelConfig } from "../src/model/config.ts";
@@ -203,6 +205,25 @@ describe("logits", () => {
     });
     expect(worst / range).toBeLessThan(PATH_TOLERANCE);
   }, 20_000);
+});
+
+describe("progress watchdog (GPU groups)", () => {
+  test("a stall is declared only after rank 0 launched no step for the timeout while requests were live; the laggard is named", () => {
+    const control = GroupControl.create();
+    const watch = new ProgressWatch(control, [0, 1, 2], 1000, 0);
+    control.markStep(0, 5);
+    control.markStep(1, 5);
+    control.markStep(2, 4);
+    expect(watch.check(100, true)).toBeNull(); // rank 0 moved: the clock restarts at 100
+    expect(watch.check(1050, true)).toBeNull();
+    expect(watch.check(2000, false)).toBeNull(); // idle is not stuck: restarts at 2000
+    expect(watch.check(2900, true)).toBeNull();
+    expect(watch.check(3001, true)).toEqual({
+      rank: 2, reason: "no progress for 1.0 s: rank 2 finished 4 steps, rank 0 launched 5 (a rank stuck in a GPU call or collective)",
+    });
+    control.markStep(2, 5); // all equal: rank 0 is the one the others wait for
+    expect(watch.check(3002, true)!.rank).toBe(0);
+  });
 });
 
 /** Rank 0's engine on this thread, ranks 1..size−1 as rank Workers (workers/rank.ts). */

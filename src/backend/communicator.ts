@@ -13,8 +13,6 @@ export interface Communicator {
   /** recv[r·count, (r+1)·count) (fp32) = rank r's send[0, count), on every rank
    * (ncclAllGather(send, recv, count, ncclFloat32, comm, stream)). recv must not overlap send. */
   allGather(recv: DevicePtr, send: DevicePtr, count: number): void;
-  /** Returns once every rank has called it. */
-  barrier(): void;
   /** Frees this rank's resources; no collective may follow. */
   close(): void;
   /** After a failure: frees this rank's resources without waiting for the other ranks. */

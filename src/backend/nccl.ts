@@ -17,7 +17,6 @@ const NCCL_SUM = 0;
 const NCCL_IN_PROGRESS = 7;
 
 const SYMBOLS = {
-  ncclGetVersion: { args: [ptr], returns: i32 },
   ncclGetUniqueId: { args: [ptr], returns: i32 },
   ncclGetErrorString: { args: [i32], returns: cstring },
   ncclGetLastError: { args: [ptr], returns: cstring },
@@ -58,13 +57,6 @@ function check(status: number, what: string, comm = 0): void {
   throw new Error(`${what} failed: ${nccl().ncclGetErrorString(status)} (NCCL error ${status})${detail ? `: ${detail}` : ""}`);
 }
 
-export function ncclVersion(): string {
-  const v = new Int32Array(1);
-  check(nccl().ncclGetVersion(v), "ncclGetVersion");
-  const code = v[0]; // major·10000 + minor·100 + patch
-  return `${Math.floor(code / 10000)}.${Math.floor(code / 100) % 100}.${code % 100}`;
-}
-
 /** A fresh unique id: made by one rank (rank 0), handed to all the others before they create their communicators. */
 export function ncclUniqueId(): Uint8Array {
   const id = new Uint8Array(NCCL_UNIQUE_ID_BYTES);
@@ -74,7 +66,6 @@ export function ncclUniqueId(): Uint8Array {
 
 export class NcclCommunicator implements Communicator {
   private comm = 0;
-  private readonly one: DevicePtr;
 
   /** Blocks until every rank of the group has called it with the same id (call on the rank's own thread,
    * after its backend bound the thread to its GPU). */
@@ -92,7 +83,6 @@ export class NcclCommunicator implements Communicator {
     if (status === -1 || status === -2) throw new Error(`cannot open ncclCommInitRank in ${ncclLibraryPath()}`);
     check(status, `ncclCommInitRank(rank ${rank} of ${size})`);
     this.comm = Number(slot[0]);
-    this.one = backend.alloc(4);
   }
 
   allReduceSum(buf: DevicePtr, count: number): void {
@@ -101,11 +91,6 @@ export class NcclCommunicator implements Communicator {
 
   allGather(recv: DevicePtr, send: DevicePtr, count: number): void {
     check(nccl().ncclAllGather(P(send), P(recv), count, NCCL_FLOAT32, P(this.comm), P(this.backend.stream)), "ncclAllGather", this.comm);
-  }
-
-  barrier(): void {
-    check(nccl().ncclAllReduce(P(this.one), P(this.one), 1, NCCL_FLOAT32, NCCL_SUM, P(this.comm), P(this.backend.stream)), "ncclAllReduce", this.comm);
-    this.backend.synchronize();
   }
 
   /** Throws the communicator's asynchronous error (a peer lost, a network failure), if any. */

@@ -84,10 +84,6 @@ export class SharedMemoryCommunicator implements Communicator {
     }
   }
 
-  barrier(): void {
-    this.arrive("barrier");
-  }
-
   close(): void {
     this.sum = this.widened = new Float32Array(0);
     this.rounded = new Uint16Array(0);

@@ -14,6 +14,7 @@ import type { RankInit, RankReady } from "../../workers/rank.ts";
 import { type NodeLayout, NodeLinkServer, nodeRanks } from "./node_link.ts";
 import { createRankGroup, type RankGroupInit, type RankGroupOptions } from "./rank_group.ts";
 import { GroupControl } from "../ipc/group_control.ts";
+import { ProgressWatch } from "./progress_watch.ts";
 import { RankWorker } from "./rank_worker.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 
@@ -69,24 +70,16 @@ export class EngineClient {
     if (watchdog) this.watchProgress(watchdog.group, watchdog.ranks);
   }
 
-  /** On GPUs a rank stuck inside a CUDA or NCCL call cannot report itself: while requests are live and rank
-   * 0 launches no step for the group's timeout, the group fails, naming the rank that is furthest behind. */
+  /** On GPUs a rank stuck inside a CUDA or NCCL call cannot report itself (src/engine/progress_watch.ts). */
   private watchProgress(group: RankGroupInit, ranks: number[]): void {
     const control = GroupControl.attach(group.control);
-    let seen = control.stepOf(0);
-    let since = performance.now();
+    const watch = new ProgressWatch(control, ranks, group.timeoutMs, performance.now());
     const timer = setInterval(() => {
       if (this.failure || this.requests.closed) return clearInterval(timer);
-      const step = control.stepOf(0);
-      if (step !== seen || this.handlers.size === 0) {
-        [seen, since] = [step, performance.now()];
-        return;
-      }
-      if (performance.now() - since < group.timeoutMs) return;
+      const stall = watch.check(performance.now(), this.handlers.size > 0);
+      if (!stall) return;
       clearInterval(timer);
-      const laggard = ranks.reduce((a, r) => (control.stepOf(r) < control.stepOf(a) ? r : a), ranks[0]);
-      control.fail(laggard, `no progress for ${(group.timeoutMs / 1000).toFixed(1)} s: rank ${laggard} finished ${control.stepOf(laggard)} ` +
-        `steps, rank 0 launched ${step} (a rank stuck in a GPU call or collective)`);
+      control.fail(stall.rank, stall.reason);
       this.fail(control.failure!.message);
     }, Math.min(500, group.timeoutMs / 4));
   }
@@ -99,9 +92,8 @@ export class EngineClient {
     if (nnodes > 1 && device !== "cuda") throw new Error("multi-node tensor parallelism needs --device cuda (its collectives go over NCCL)");
     if (o.nodes && o.nodes.nodeRank !== 0) throw new Error("EngineClient runs on node 0 only");
     if (tp > 1) shardLayout(loadModelConfig(engine.modelDir), { rank: 0, size: tp }); // a clear error before any Worker
-    if (device === "cuda" && local.length > 1 && cuda.deviceCount() < local.length) {
-      throw new Error(`--tp ${tp} needs ${local.length} GPUs on this node, but ${cuda.deviceCount()} ${cuda.deviceCount() === 1 ? "is" : "are"} visible`);
-    }
+    const gpus = device === "cuda" && local.length > 1 ? cuda.deviceCount() : local.length;
+    if (gpus < local.length) throw new Error(`--tp ${tp} needs ${local.length} GPUs on this node, but ${gpus} ${gpus === 1 ? "is" : "are"} visible`);
     const requests = SharedRing.create(RING_WORDS);
     const results = SharedRing.create(RING_WORDS);
     const group = tp > 1 ? createRankGroup(tp, o.group) : null;

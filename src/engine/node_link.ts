@@ -168,7 +168,7 @@ export class NodeLinkServer {
       socket: {
         open: (socket) => void readers.set(socket, new FrameReader()),
         data: (socket, chunk) => readers.get(socket)!.push(chunk, (type, payload) => onFrame(socket, type, payload)),
-        drain: (socket) => [...server!.writers.values()].forEach((w) => w.flush()),
+        drain: (socket) => server!.writers.get(nodeOf.get(socket) ?? -1)?.flush(),
         close: (socket) => {
           readers.delete(socket);
           const node = nodeOf.get(socket);
