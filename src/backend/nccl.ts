@@ -1,12 +1,14 @@
 // The GPU Communicator: NCCL through bun:ffi (libnccl.so.2 from the system, or MINISGL_NCCL_LIBRARY).
 // Collectives are enqueued on the backend's stream, so CUDA graphs capture them like any kernel. The one
 // call bun:ffi cannot make (ncclCommInitRank takes its unique id by value) goes through a forwarder in
-// our CUDA library (cuda/kernels/nccl_init.cu).
+// our CUDA library (cuda/kernels/nccl_init.cu). Small all-reduces take the peer-access kernel instead when
+// the group has one (src/backend/peer_all_reduce.ts).
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { CUDA_LIBRARY } from "./library_paths.ts";
 import type { Communicator } from "./communicator.ts";
 import type { CudaBackend } from "./cuda.ts";
 import type { DevicePtr } from "./backend.ts";
+import type { PeerAllReduce } from "./peer_all_reduce.ts";
 
 const { ptr, i32, u64, cstring } = FFIType;
 
@@ -74,6 +76,7 @@ export class NcclCommunicator implements Communicator {
     id: Uint8Array,
     readonly rank: number,
     readonly size: number,
+    private readonly peer: PeerAllReduce | null = null,
   ) {
     if (id.byteLength !== NCCL_UNIQUE_ID_BYTES) throw new Error(`an NCCL unique id has ${NCCL_UNIQUE_ID_BYTES} bytes, got ${id.byteLength}`);
     nccl();
@@ -85,7 +88,13 @@ export class NcclCommunicator implements Communicator {
     this.comm = Number(slot[0]);
   }
 
+  /** Whether small all-reduces go over peer access instead of NCCL. */
+  get usesPeerAccess(): boolean {
+    return this.peer !== null;
+  }
+
   allReduceSum(buf: DevicePtr, count: number): void {
+    if (this.peer?.fits(count)) return this.peer.allReduceSum(buf, count);
     check(nccl().ncclAllReduce(P(buf), P(buf), count, NCCL_BFLOAT16, NCCL_SUM, P(this.comm), P(this.backend.stream)), "ncclAllReduce", this.comm);
   }
 
@@ -103,6 +112,7 @@ export class NcclCommunicator implements Communicator {
 
   /** Waits for the collectives in flight and frees the communicator. */
   close(): void {
+    this.peer?.close();
     if (!this.comm) return;
     check(nccl().ncclCommDestroy(P(this.comm)), "ncclCommDestroy");
     this.comm = 0;
@@ -110,6 +120,7 @@ export class NcclCommunicator implements Communicator {
 
   /** After a failure: frees the communicator without waiting for peers (work in flight is cancelled). */
   abort(): void {
+    this.peer?.abort();
     if (!this.comm) return;
     nccl().ncclCommAbort(P(this.comm));
     this.comm = 0;

@@ -96,7 +96,7 @@ export class EngineClient {
     if (gpus < local.length) throw new Error(`--tp ${tp} needs ${local.length} GPUs on this node, but ${gpus} ${gpus === 1 ? "is" : "are"} visible`);
     const requests = SharedRing.create(RING_WORDS);
     const results = SharedRing.create(RING_WORDS);
-    const group = tp > 1 ? createRankGroup(tp, o.group) : null;
+    const group = tp > 1 ? createRankGroup(tp, { ...o.group, spansNodes: nnodes > 1 }) : null;
     const link = group && o.nodes && nnodes > 1 ? NodeLinkServer.start(group, o.nodes, tp) : null;
     const ranks: RankWorker[] = [];
     for (const [gpu, rank] of local.entries()) {

@@ -15,7 +15,7 @@ export async function runFollowerNode(engine: RankInit["engine"], tp: number, la
   log: (line: string) => void): Promise<string | null> {
   const ranks = nodeRanks(tp, layout.nnodes, layout.nodeRank);
   if (layout.nodeRank === 0) throw new Error("node 0 runs the server, not runFollowerNode");
-  const group = createRankGroup(tp);
+  const group = createRankGroup(tp, { spansNodes: true });
   const control = GroupControl.attach(group.control);
   log(`node ${layout.nodeRank} of ${layout.nnodes}: ranks ${ranks.join(", ")}; joining node 0 at ${layout.initAddr}`);
   const link = await joinNodeLink(group, layout, group.timeoutMs);

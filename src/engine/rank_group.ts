@@ -1,12 +1,14 @@
 // The shared memory of one tensor-parallel group of rank Workers, made on the main thread and sent to
-// every rank: the group's failure flag, the CPU communicator's buffer, the slot for NCCL's unique id and
-// one step-plan ring per rank ≥ 1. Each rank joins with its backend: a Communicator for the model's
-// collectives (shared memory on the CPU, NCCL on GPUs), and on rank 0 the StepPublisher, on the others
+// every rank: the group's failure flag, the CPU communicator's buffer, the slot for NCCL's unique id, the
+// peer all-reduce's handshake and one step-plan ring per rank ≥ 1. Each rank joins with its backend: a
+// Communicator for the model's collectives (shared memory on the CPU; on GPUs NCCL, with small all-reduces
+// over peer access when all ranks are in this process), and on rank 0 the StepPublisher, on the others
 // the ring it reads its plans from.
 import type { Backend } from "../backend/backend.ts";
 import type { Communicator } from "../backend/communicator.ts";
 import { CudaBackend } from "../backend/cuda.ts";
 import { NCCL_UNIQUE_ID_BYTES, NcclCommunicator, ncclUniqueId } from "../backend/nccl.ts";
+import { PeerAllReduce, peerAllReduceEnabled } from "../backend/peer_all_reduce.ts";
 import { DEFAULT_COLLECTIVE_TIMEOUT_MS, SharedMemoryCommunicator } from "../backend/shared_memory_communicator.ts";
 import { GroupControl } from "../ipc/group_control.ts";
 import { SharedRing } from "../ipc/ring.ts";
@@ -21,6 +23,7 @@ export interface RankGroupInit {
   comm: SharedArrayBuffer;
   ncclId: SharedArrayBuffer; // [0]: 1 once the id (bytes 4 … 4 + 128) is written
   planRings: SharedArrayBuffer[]; // [r − 1]: the plans of rank r
+  peer: SharedArrayBuffer | null; // the peer all-reduce's handshake; null when the group spans nodes
   timeoutMs: number; // a collective waiting longer for a rank fails the group
   fault: FaultInjection | null;
 }
@@ -28,6 +31,7 @@ export interface RankGroupInit {
 export interface RankGroupOptions {
   timeoutMs?: number; // default MINISGL_TP_TIMEOUT_S, else 120 s
   fault?: FaultInjection | null; // default from MINISGL_TP_INJECT_FAULT
+  spansNodes?: boolean; // ranks on other machines: every collective goes over NCCL
 }
 
 export function createRankGroup(size: number, o: RankGroupOptions = {}): RankGroupInit {
@@ -41,6 +45,7 @@ export function createRankGroup(size: number, o: RankGroupOptions = {}): RankGro
     comm: SharedMemoryCommunicator.createBuffer(size),
     ncclId: new SharedArrayBuffer(4 + NCCL_UNIQUE_ID_BYTES),
     planRings: Array.from({ length: size - 1 }, () => SharedRing.create(PLAN_RING_WORDS).buffer),
+    peer: o.spansNodes ? null : PeerAllReduce.createShared(),
     timeoutMs,
     fault: o.fault === undefined ? faultFromEnv() : o.fault,
   };
@@ -57,7 +62,9 @@ export function joinRankGroup(init: RankGroupInit, rank: number, backend: Backen
     return { control, comm: new SharedMemoryCommunicator(backend, control, init.comm, rank, init.size, init.timeoutMs) };
   }
   if (rank === 0) publishNcclId(init.ncclId, ncclUniqueId());
-  const comm = new NcclCommunicator(backend, awaitNcclId(init.ncclId, control, init.timeoutMs), rank, init.size);
+  const id = awaitNcclId(init.ncclId, control, init.timeoutMs);
+  const peer = init.peer && peerAllReduceEnabled() ? PeerAllReduce.join(backend, init.peer, rank, init.size, control, init.timeoutMs) : null;
+  const comm = new NcclCommunicator(backend, id, rank, init.size, peer);
   backend.watchWaits(() => {
     control.throwIfFailed();
     comm.checkAsyncError();

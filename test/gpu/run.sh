@@ -20,7 +20,7 @@ step fixtures bun run fixtures
 step ops bun test test/gpu/elementwise.test.ts test/gpu/attention.test.ts test/gpu/sampling.test.ts
 step models bun test test/gpu/model.test.ts
 step engine bun test test/gpu/engine.test.ts
-step tp bun test test/gpu/tp.test.ts
+step tp bun test test/gpu/all_reduce.test.ts test/gpu/tp.test.ts
 step multinode bun test test/gpu/multinode.test.ts
 step server env MINISGL_TEST_DEVICE=cuda bun test test/server.test.ts
 step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 bun test/gpu/memcheck_run.ts

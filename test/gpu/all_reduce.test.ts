@@ -1,0 +1,52 @@
+// The all-reduce of a rank group as the model uses it: every size a Qwen3 decode or prefill step makes, back
+// to back with no wait in between (the peer path's staging buffers alternate), against the sum in rank order
+// computed here. With 2 ranks every path (peer kernel, NCCL, the CPU twin) rounds once, so the bits must match.
+import { expect, test } from "bun:test";
+import { createRankGroup } from "../../src/engine/rank_group.ts";
+import { PEER_CAPACITY_BYTES } from "../../src/backend/peer_all_reduce.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../../src/model/safetensors.ts";
+import { type AllReduceJob, inputSeed } from "../helpers/all_reduce_worker.ts";
+import { rng } from "../helpers/rng.ts";
+import { describeGpus } from "./gpu.ts";
+
+const RANKS = 2;
+// 8 values; one 4096-wide token; 64 and 256 tokens; exactly the peer capacity; above it (NCCL); repeated so
+// each staging buffer is reused several times.
+const SIZES = [8, 4096, 64 * 4096, 256 * 4096, PEER_CAPACITY_BYTES / 2, PEER_CAPACITY_BYTES / 2 + 4096 * 8];
+const COUNTS = [...SIZES, ...SIZES.toReversed(), ...SIZES];
+
+function input(rank: number, index: number, n: number): Float32Array {
+  const r = rng(inputSeed(rank, index));
+  return Float32Array.from({ length: n }, () => bf16BitsToF32(f32ToBf16Bits((2 * r() - 1) * 4)));
+}
+
+async function runGroup(device: "cpu" | "cuda"): Promise<{ sums: Float32Array[]; peer: boolean }[]> {
+  const group = createRankGroup(RANKS, { fault: null, timeoutMs: 60_000 });
+  const workers = Array.from({ length: RANKS }, () => new Worker(new URL("../helpers/all_reduce_worker.ts", import.meta.url).href));
+  try {
+    return await Promise.all(workers.map((w, rank) => new Promise<{ sums: Float32Array[]; peer: boolean }>((resolve, reject) => {
+      w.onmessage = (e) => (e.data.type === "sums" ? resolve(e.data) : reject(new Error(e.data.message)));
+      w.onerror = (e) => reject(new Error(`rank ${rank} crashed: ${e.message}`));
+      const job: AllReduceJob = { device, rank, group, counts: COUNTS };
+      w.postMessage(job);
+    })));
+  } finally {
+    for (const w of workers) w.terminate();
+  }
+}
+
+describeGpus("all-reduce of a 2-rank group", RANKS, (device) => {
+  test("every size, back to back, equals the sum in rank order on every rank", async () => {
+    const ranks = await runGroup(device);
+    if (device === "cuda") expect(ranks.map((r) => r.peer)).toEqual([true, true]); // the GPUs of one node have peer access
+    COUNTS.forEach((n, i) => {
+      const a = input(0, i, n), b = input(1, i, n);
+      let mismatches = 0;
+      for (let j = 0; j < n; j++) {
+        const want = bf16BitsToF32(f32ToBf16Bits(Math.fround(a[j] + b[j])));
+        if (ranks[0].sums[i][j] !== want || ranks[1].sums[i][j] !== want) mismatches++;
+      }
+      expect({ count: n, mismatches }).toEqual({ count: n, mismatches: 0 });
+    });
+  });
+});
