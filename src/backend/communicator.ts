@@ -13,6 +13,10 @@ export interface Communicator {
   /** recv[r·count, (r+1)·count) (fp32) = rank r's send[0, count), on every rank
    * (ncclAllGather(send, recv, count, ncclFloat32, comm, stream)). recv must not overlap send. */
   allGather(recv: DevicePtr, send: DevicePtr, count: number): void;
+  /** Optional fusion of allReduceSum(x, rows · dim) and the addRmsnorm op that follows it (residual += x;
+   * out = rmsnorm(residual) · weight), with the same bits; returns false where it does not apply (the caller
+   * then makes both calls). x holds unspecified values afterwards. */
+  allReduceAddRmsnorm?(out: DevicePtr, residual: DevicePtr, x: DevicePtr, weight: DevicePtr, rows: number, dim: number, eps: number): boolean;
   /** Frees this rank's resources; no collective may follow. */
   close(): void;
   /** After a failure: frees this rank's resources without waiting for the other ranks. */

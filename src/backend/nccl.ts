@@ -98,6 +98,12 @@ export class NcclCommunicator implements Communicator {
     check(nccl().ncclAllReduce(P(buf), P(buf), count, NCCL_BFLOAT16, NCCL_SUM, P(this.comm), P(this.backend.stream)), "ncclAllReduce", this.comm);
   }
 
+  allReduceAddRmsnorm(out: DevicePtr, residual: DevicePtr, x: DevicePtr, weight: DevicePtr, rows: number, dim: number, eps: number): boolean {
+    if (!this.peer?.fits(rows * dim) || dim % 8 !== 0) return false;
+    this.peer.allReduceAddRmsnorm(out, residual, x, weight, rows, dim, eps);
+    return true;
+  }
+
   allGather(recv: DevicePtr, send: DevicePtr, count: number): void {
     check(nccl().ncclAllGather(P(send), P(recv), count, NCCL_FLOAT32, P(this.comm), P(this.backend.stream)), "ncclAllGather", this.comm);
   }

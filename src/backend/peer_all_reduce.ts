@@ -1,7 +1,8 @@
 // The small all-reduces of a tensor-parallel group whose ranks are all threads of this process, as one kernel
-// that reads every peer GPU's staging buffer directly (cuda/kernels/peer_all_reduce.cu). A Qwen3-8B decode
-// step makes 73 of them, of 8 KB to 2 MB each; NCCL's fixed cost per call is what this removes. Larger ones
-// and groups spanning nodes stay on NCCL. Joining is collective: every rank enables peer access to every
+// that writes straight into every peer GPU's staging buffers (cuda/kernels/peer_all_reduce.cu), optionally
+// fused with the residual add + RMSNorm that follows. A Qwen3-8B decode step makes 73 of them, of 8 KB to
+// 2 MB each; NCCL's fixed cost per call is what this removes. Larger ones and groups spanning nodes stay on
+// NCCL. Joining is collective: every rank enables peer access to every
 // other GPU, and if any pair cannot, all ranks go without (they must all take the same path).
 import { dlopen, FFIType, type Pointer, toArrayBuffer } from "bun:ffi";
 import type { GroupControl } from "../ipc/group_control.ts";
@@ -10,17 +11,18 @@ import type { CudaBackend } from "./cuda.ts";
 import type { DevicePtr } from "./backend.ts";
 import { CUDA_LIBRARY } from "./library_paths.ts";
 
-const { ptr, i32, i64, cstring } = FFIType;
+const { ptr, i32, i64, f32, cstring } = FFIType;
 
 const SYMBOLS = {
-  msgl_peer_region_bytes: { args: [i64], returns: i64 },
+  msgl_peer_region_bytes: { args: [i64, i32], returns: i64 },
   msgl_peer_enable: { args: [i32], returns: i32 },
   msgl_peer_all_reduce: { args: [ptr, i64, ptr, i32, i32, i64, ptr, i64, ptr], returns: i32 },
+  msgl_peer_all_reduce_add_rmsnorm: { args: [ptr, ptr, ptr, ptr, i32, i32, f32, ptr, i32, i32, i64, ptr, i64, ptr], returns: i32 },
   msgl_last_error: { args: [], returns: cstring },
 } as const;
 
-/** Bytes of one staging buffer: all-reduces up to this size take the peer path (a 256-token batch of
- * Qwen3-8B's 4096-wide hidden states is 2 MiB). */
+/** Bytes of one rank's staging slot: all-reduces up to this size take the peer path (a 256-token batch of
+ * Qwen3-8B's 4096-wide hidden states is 2 MiB). Each rank holds 2 × size slots. */
 export const PEER_CAPACITY_BYTES = 4 << 20;
 const OK = 0;
 const KERNEL_TIMEOUT_MARGIN_MS = 5000; // the host's own timeout fires first; the kernel's trap is the backstop
@@ -44,11 +46,11 @@ export class PeerAllReduce {
     return new SharedArrayBuffer(8 * (SLOTS + 1 + MAX_RANKS));
   }
 
-  /** Collective over the group: null (on every rank) when the group size is not 2, 4 or 8 or some pair of
+  /** Collective over the group: null (on every rank) when the group has more than 8 ranks or some pair of
    * its GPUs has no peer access. */
   static join(backend: CudaBackend, shared: SharedArrayBuffer, rank: number, size: number, control: GroupControl,
     timeoutMs: number): PeerAllReduce | null {
-    if (![2, 4, 8].includes(size)) return null;
+    if (size < 2 || size > MAX_RANKS) return null;
     lib ??= dlopen(CUDA_LIBRARY, SYMBOLS).symbols;
     const words = new Int32Array(shared, 0, SLOTS * 2);
     const slots = new BigUint64Array(shared);
@@ -70,7 +72,7 @@ export class PeerAllReduce {
       new Int32Array(toArrayBuffer(P(abortWord), 0, 4))[0] = 0;
       slots[SLOTS] = BigInt(abortWord);
     }
-    const regionBytes = Number(lib.msgl_peer_region_bytes(PEER_CAPACITY_BYTES));
+    const regionBytes = Number(lib.msgl_peer_region_bytes(PEER_CAPACITY_BYTES, size));
     const region = backend.alloc(regionBytes);
     cuda.memsetAsync(region, 0, regionBytes, backend.stream);
     backend.synchronize(); // zero before any peer may signal into it
@@ -114,8 +116,20 @@ export class PeerAllReduce {
 
   allReduceSum(buf: DevicePtr, count: number): void {
     const status = lib!.msgl_peer_all_reduce(P(buf), count, this.regions, this.rank, this.size, PEER_CAPACITY_BYTES,
-      P(this.abortWord), (this.timeoutMs + KERNEL_TIMEOUT_MARGIN_MS) * 1e6, P(this.backend.stream));
+      P(this.abortWord), this.kernelTimeoutNs, P(this.backend.stream));
     if (status !== OK) throw new Error(`peer all-reduce failed: ${lib!.msgl_last_error()}`);
+  }
+
+  /** residual += Σ_ranks x; out = rmsnorm(residual) · weight (x: [rows, dim] bf16, unchanged), bit for bit
+   * as allReduceSum(x) then msgl_add_rmsnorm; rows · dim must fit (see fits). */
+  allReduceAddRmsnorm(out: DevicePtr, residual: DevicePtr, x: DevicePtr, weight: DevicePtr, rows: number, dim: number, eps: number): void {
+    const status = lib!.msgl_peer_all_reduce_add_rmsnorm(P(out), P(residual), P(x), P(weight), rows, dim, eps, this.regions,
+      this.rank, this.size, PEER_CAPACITY_BYTES, P(this.abortWord), this.kernelTimeoutNs, P(this.backend.stream));
+    if (status !== OK) throw new Error(`peer all-reduce + add_rmsnorm failed: ${lib!.msgl_last_error()}`);
+  }
+
+  private get kernelTimeoutNs(): number {
+    return (this.timeoutMs + KERNEL_TIMEOUT_MARGIN_MS) * 1e6;
   }
 
   /** After every rank's last all-reduce: frees the buffers once every rank's GPU finished its kernels (until

@@ -116,8 +116,7 @@ export class DecoderModel {
     ops.embedding(ws.residual, this.weights.embed, ws.ids, s.tokens, c.hiddenSize, this.shard.vocabStart, this.shard.vocabLocal);
     this.comm?.allReduceSum(ws.residual, s.tokens * c.hiddenSize);
     for (let l = 0; l < c.numLayers; l++) this.layer(l, this.weights.layers[l], s, kv);
-    // Add the last MLP output and apply the final norm in one op.
-    ops.addRmsnorm(ws.normed, ws.residual, ws.out, this.weights.finalNorm, s.tokens, c.hiddenSize, c.rmsNormEps);
+    this.addNorm(this.weights.finalNorm, s.tokens); // the last MLP output
     if (s.logitRows === 0) return { logits: ws.logits, rows: 0 };
     let hidden = ws.normed;
     if (s.gather) {
@@ -135,7 +134,7 @@ export class DecoderModel {
     const ops = backend.ops;
     const h = c.hiddenSize;
     if (l === 0) ops.rmsnorm(ws.normed, ws.residual, w.inputNorm, tokens, h, c.rmsNormEps);
-    else ops.addRmsnorm(ws.normed, ws.residual, ws.out, w.inputNorm, tokens, h, c.rmsNormEps);
+    else this.addNorm(w.inputNorm, tokens); // the previous layer's MLP output
 
     // Attention: merged QKV projection, then q/k work in place on its q and k sections.
     ops.gemm(ws.qkv, ws.normed, w.qkv, w.qkvBias, tokens, this.qkvDim, h, h, false);
@@ -152,14 +151,22 @@ export class DecoderModel {
         s.requests, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
     }
     ops.gemm(ws.out, ws.attn, w.o, 0, tokens, h, this.qDim, this.qDim, false);
-    this.comm?.allReduceSum(ws.out, tokens * h);
 
     // MLP
-    ops.addRmsnorm(ws.normed, ws.residual, ws.out, w.postNorm, tokens, h, c.rmsNormEps);
+    this.addNorm(w.postNorm, tokens);
     ops.gemm(ws.gateUp, ws.normed, w.gateUp, 0, tokens, 2 * c.intermediateSize, h, h, false);
     ops.siluMul(ws.act, ws.gateUp, tokens, c.intermediateSize);
     ops.gemm(ws.out, ws.act, w.down, 0, tokens, h, c.intermediateSize, c.intermediateSize, false);
-    this.comm?.allReduceSum(ws.out, tokens * h);
+  }
+
+  /** residual += ws.out (summed over the tensor-parallel ranks, whose outputs are partial); normed =
+   * rmsnorm(residual) · weight. */
+  private addNorm(weight: DevicePtr, tokens: number): void {
+    const { ws, comm, config: c } = this;
+    const h = c.hiddenSize;
+    if (comm?.allReduceAddRmsnorm?.(ws.normed, ws.residual, ws.out, weight, tokens, h, c.rmsNormEps)) return;
+    comm?.allReduceSum(ws.out, tokens * h);
+    this.backend.ops.addRmsnorm(ws.normed, ws.residual, ws.out, weight, tokens, h, c.rmsNormEps);
   }
 
   free(): void {

@@ -1,6 +1,7 @@
 // The all-reduce of a rank group as the model uses it: every size a Qwen3 decode or prefill step makes, back
 // to back with no wait in between (the peer path's staging buffers alternate), against the sum in rank order
 // computed here. With 2 ranks every path (peer kernel, NCCL, the CPU twin) rounds once, so the bits must match.
+// The fused all-reduce + add + RMSNorm must equal the two separate calls bit for bit.
 import { expect, test } from "bun:test";
 import { createRankGroup } from "../../src/engine/rank_group.ts";
 import { PEER_CAPACITY_BYTES } from "../../src/backend/peer_all_reduce.ts";
@@ -20,14 +21,23 @@ function input(rank: number, index: number, n: number): Float32Array {
   return Float32Array.from({ length: n }, () => bf16BitsToF32(f32ToBf16Bits((2 * r() - 1) * 4)));
 }
 
-async function runGroup(device: "cpu" | "cuda"): Promise<{ sums: Float32Array[]; peer: boolean }[]> {
+interface RankResult {
+  sums: Float32Array[];
+  peer: boolean;
+  fusedMismatches: number[];
+}
+// Qwen3-8B's hidden size; 1 to 256 tokens, and one batch above the peer capacity (NCCL + the separate op).
+const FUSED_DIM = 4096;
+const FUSED_ROWS = [1, 3, 64, 256, PEER_CAPACITY_BYTES / 2 / FUSED_DIM + 8];
+
+async function runGroup(device: "cpu" | "cuda"): Promise<RankResult[]> {
   const group = createRankGroup(RANKS, { fault: null, timeoutMs: 60_000 });
   const workers = Array.from({ length: RANKS }, () => new Worker(new URL("../helpers/all_reduce_worker.ts", import.meta.url).href));
   try {
-    return await Promise.all(workers.map((w, rank) => new Promise<{ sums: Float32Array[]; peer: boolean }>((resolve, reject) => {
+    return await Promise.all(workers.map((w, rank) => new Promise<RankResult>((resolve, reject) => {
       w.onmessage = (e) => (e.data.type === "sums" ? resolve(e.data) : reject(new Error(e.data.message)));
       w.onerror = (e) => reject(new Error(`rank ${rank} crashed: ${e.message}`));
-      const job: AllReduceJob = { device, rank, group, counts: COUNTS };
+      const job: AllReduceJob = { device, rank, group, counts: COUNTS, fusedRows: FUSED_ROWS, fusedDim: FUSED_DIM };
       w.postMessage(job);
     })));
   } finally {
@@ -48,5 +58,6 @@ describeGpus("all-reduce of a 2-rank group", RANKS, (device) => {
       }
       expect({ count: n, mismatches }).toEqual({ count: n, mismatches: 0 });
     });
+    for (const r of ranks) expect(r.fusedMismatches).toEqual(FUSED_ROWS.map(() => 0));
   });
 });
