@@ -4,6 +4,8 @@
 // list, as JSON (`bun run bench:kernels --print-cases`), drives bench/torch_ref.py, so both time the same
 // shapes. "smoke" sizes keep a CPU run to seconds.
 
+import type { AttentionKernels } from "../src/backend/attention_kernels.ts";
+
 export type KernelOp = "rmsnorm" | "gemm" | "attention_decode" | "attention_prefill" | "argmax" | "sample";
 
 export interface KernelCase {
@@ -13,6 +15,8 @@ export interface KernelCase {
   shape: Record<string, number>;
   bytes: number; // minimum bytes read + written
   flops: number;
+  attention?: AttentionKernels; // attention ops: the kernel variants timed (default auto)
+  torchCase?: string; // a variant's base case, whose PyTorch timing it shares (bench/torch_ref.py skips it)
 }
 
 interface ModelShape {
@@ -74,6 +78,12 @@ function attentionPrefill(m: ModelShape, seq: number): KernelCase {
   };
 }
 
+/** The same case on other attention kernels than auto's (--attn). */
+function variant(c: KernelCase, attention: AttentionKernels): KernelCase {
+  const names = [attention.prefill, attention.decode].filter((n) => n !== "auto").join(",");
+  return { ...c, name: `${c.name} [${names}]`, attention, torchCase: c.name };
+}
+
 function argmax(m: ModelShape, batch: number): KernelCase {
   return { name: `argmax b=${batch}`, op: "argmax", model: m.name, shape: { batch, vocab: m.vocab }, bytes: F32 * batch * m.vocab, flops: batch * m.vocab };
 }
@@ -100,6 +110,8 @@ export function kernelCases(sizes: "full" | "smoke"): KernelCase[] {
     attentionDecode(QWEN3_8B, 1, 1024), attentionDecode(QWEN3_8B, 64, 1024), attentionDecode(QWEN3_8B, 256, 1024),
     attentionDecode(QWEN3_8B, 64, 4096), attentionDecode(QWEN3_06B, 64, 1024), attentionDecode(QWEN3_06B, 256, 1024),
     ...[512, 1024, 2048, 4096, 8192, 16384].map((s) => attentionPrefill(QWEN3_8B, s)),
+    ...[512, 1024, 2048, 4096, 8192, 16384].map((s) => variant(attentionPrefill(QWEN3_8B, s), { prefill: "fa2-m64", decode: "auto" })),
+    ...[[1, 1024], [64, 1024], [256, 1024], [64, 4096]].map(([b, l]) => variant(attentionDecode(QWEN3_8B, b, l), { prefill: "auto", decode: "nosplit" })),
     ...[1, 64, 256].flatMap((b) => [argmax(QWEN3_8B, b), sample(QWEN3_8B, b, 20), sample(QWEN3_8B, b, 0)]),
   ];
 }

@@ -1,6 +1,7 @@
 // Inputs for one kernel case on a backend (random bf16 activations and weights, random fp32 logits,
 // contiguous slot-indexed KV) and the one op call that the case times, through Backend.ops.
 import type { Backend, DevicePtr } from "../src/backend/backend.ts";
+import { useAttentionKernels } from "../src/backend/attention_kernels.ts";
 import type { KernelCase } from "./kernel_cases.ts";
 import { PyRandom } from "./py_random.ts";
 
@@ -85,7 +86,10 @@ export function prepareCase(backend: Backend, c: KernelCase, seed = 0): Prepared
       const scratchBytes = ops.attentionDecodeWorkspace(batch, qh, d, context);
       const scratch = scratchBytes > 0 ? buf.alloc(scratchBytes) : 0;
       const out = buf.alloc(batch * qh * d * 2);
-      run = () => ops.attentionDecode(out, q, k, v, pageTable, context, rows, kvLens, batch, qh, kvh, d, qh * d, 1 / Math.sqrt(d), scratch, scratchBytes);
+      run = () => {
+        useAttentionKernels(backend, c.attention);
+        ops.attentionDecode(out, q, k, v, pageTable, context, rows, kvLens, batch, qh, kvh, d, qh * d, 1 / Math.sqrt(d), scratch, scratchBytes);
+      };
       break;
     }
     case "attention_prefill": {
@@ -98,7 +102,10 @@ export function prepareCase(backend: Backend, c: KernelCase, seed = 0): Prepared
       const qoIndptr = buf.upload(Int32Array.of(0, seq));
       const kvLens = buf.upload(Int32Array.of(seq));
       const out = buf.alloc(seq * qh * d * 2);
-      run = () => ops.attentionPrefill(out, q, k, v, pageTable, seq, rows, qoIndptr, kvLens, 1, qh, kvh, d, qh * d, 1 / Math.sqrt(d));
+      run = () => {
+        useAttentionKernels(backend, c.attention);
+        ops.attentionPrefill(out, q, k, v, pageTable, seq, rows, qoIndptr, kvLens, 1, qh, kvh, d, qh * d, 1 / Math.sqrt(d));
+      };
       break;
     }
     case "argmax": {

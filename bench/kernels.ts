@@ -130,7 +130,7 @@ async function main(): Promise<void> {
         prepared.free();
       }
       const roof = rooflineUs(c, gpu);
-      const torchRows = (torch?.results ?? []).filter((t) => t.name === c.name).map((t) => ({
+      const torchRows = (torch?.results ?? []).filter((t) => t.name === (c.torchCase ?? c.name)).map((t) => ({
         impl: t.impl, us: t.us, ours_speedup: t.us === null ? null : t.us / timed.us, ...(t.error ? { error: t.error } : {}),
       }));
       const r: CaseResult = {

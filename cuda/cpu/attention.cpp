@@ -100,3 +100,9 @@ extern "C" int msgl_attention_decode(msgl_bf16* out, const msgl_bf16* q, const m
 
 // The CPU needs no split-KV scratch.
 extern "C" int64_t msgl_attention_decode_workspace(int, int, int, int) { return 0; }
+
+extern "C" int msgl_attention_variants(int prefill, int decode) {
+  if (prefill != MSGL_ATTN_AUTO || decode != MSGL_ATTN_AUTO)
+    return fail(MSGL_ERR_UNSUPPORTED, "attention_variants: the CPU library has one attention kernel of each kind");
+  return MSGL_OK;
+}

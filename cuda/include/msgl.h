@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 // Bumped on any change of a signature or semantics; the TypeScript loader compares it with this header.
-#define MSGL_ABI_VERSION 3
+#define MSGL_ABI_VERSION 4
 
 enum msgl_status {
   MSGL_OK = 0,
@@ -99,6 +99,19 @@ int msgl_attention_decode(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k
                           int head_dim, int q_stride, float scale, void* workspace, int64_t workspace_bytes,
                           msgl_stream stream);
 int64_t msgl_attention_decode_workspace(int batch, int q_heads, int head_dim, int page_stride);
+
+// Which kernel variant this thread's later attention calls use (CUDA graphs keep the variant they captured).
+// Prefill: MSGL_ATTN_PREFILL_M128 tiles of 128 (token, q head) rows, 4 warps × 2 m16 blocks, or M64 tiles
+// of 64 rows (twice the tiles, half the K/V reuse). Decode: MSGL_ATTN_DECODE_SPLIT splits each request's
+// keys over CTAs whenever batch × kv heads would leave SMs idle, then merges; NOSPLIT never does.
+// MSGL_ATTN_AUTO is the variant measured fastest on the GPU (bench/RESULTS.md). The CPU library has one
+// kernel of each and accepts only MSGL_ATTN_AUTO.
+#define MSGL_ATTN_AUTO 0
+#define MSGL_ATTN_PREFILL_M128 1
+#define MSGL_ATTN_PREFILL_M64 2
+#define MSGL_ATTN_DECODE_SPLIT 1
+#define MSGL_ATTN_DECODE_NOSPLIT 2
+int msgl_attention_variants(int prefill, int decode);
 
 // out[i, :] = x[indices[i], :] (e.g. the last token of each request before the LM head).
 int msgl_gather_rows(msgl_bf16* out, const msgl_bf16* x, const int32_t* indices, int n, int dim,

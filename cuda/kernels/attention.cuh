@@ -167,4 +167,8 @@ inline cudaError_t device_info(DeviceInfo& d) {
   return cudaSuccess;
 }
 
+// This thread's msgl_attention_variants choice (attention_variants.cu), with MSGL_ATTN_AUTO resolved.
+int prefill_variant();
+int decode_variant();
+
 }  // namespace msgl::attn

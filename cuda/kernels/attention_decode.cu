@@ -275,7 +275,7 @@ extern "C" int msgl_attention_decode(msgl_bf16* out, const msgl_bf16* q, const m
   DeviceInfo dev;
   if (device_info(dev) != cudaSuccess) return msgl::fail(MSGL_ERR_DEVICE, "attention_decode: no CUDA device");
   const int group = q_heads / kv_heads;
-  const int splits = splits_for(batch, kv_heads, group, page_stride, dev.sms);
+  const int splits = decode_variant() == MSGL_ATTN_DECODE_NOSPLIT ? 1 : splits_for(batch, kv_heads, group, page_stride, dev.sms);
   const long long partial = (long long)batch * q_heads * splits;
   if (splits > 1)
     MSGL_CHECK(workspace && workspace_bytes >= partial * (head_dim + 1) * (long long)sizeof(float) &&

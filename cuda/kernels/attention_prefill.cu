@@ -349,11 +349,22 @@ extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const 
                std::max(std::fabs(scale) * 1.4426950408889634f, FLT_MIN), scale < 0.f};
   cudaStream_t s = msgl::as_stream(stream);
   // Shared memory: Q 128·D·2 + 2 stages · 2 · 64·D·2 bytes (96 KB at D = 128: two CTAs per H100 SM).
-  switch (head_dim) {
-    case 16: return launch<16, 2, 64>(a, dev, s);
-    case 32: return launch<32, 2, 64>(a, dev, s);
-    case 64: return launch<64, 2, 64>(a, dev, s);
-    case 128: return launch<128, 2, 64>(a, dev, s);
-    default: return launch<256, 1, 32>(a, dev, s);  // O of 16 rows × 256 already fills the registers
+  if (prefill_variant() == MSGL_ATTN_PREFILL_M64) {
+    switch (head_dim) {
+      case 16: return launch<16, 1, 64>(a, dev, s);
+      case 32: return launch<32, 1, 64>(a, dev, s);
+      case 64: return launch<64, 1, 64>(a, dev, s);
+      case 128: return launch<128, 1, 64>(a, dev, s);
+      default: break;
+    }
+  } else {
+    switch (head_dim) {
+      case 16: return launch<16, 2, 64>(a, dev, s);
+      case 32: return launch<32, 2, 64>(a, dev, s);
+      case 64: return launch<64, 2, 64>(a, dev, s);
+      case 128: return launch<128, 2, 64>(a, dev, s);
+      default: break;
+    }
   }
+  return launch<256, 1, 32>(a, dev, s);  // both variants: O of 16 rows × 256 already fills the registers
 }

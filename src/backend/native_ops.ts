@@ -25,6 +25,7 @@ export const MSGL_SYMBOLS = {
     returns: i32,
   },
   msgl_attention_decode_workspace: { args: [i32, i32, i32, i32], returns: i64 },
+  msgl_attention_variants: { args: [i32, i32], returns: i32 },
   msgl_qk_norm_rope_store: { args: [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, f32, S], returns: i32 },
   msgl_scatter_tokens: { args: [ptr, ptr, ptr, i32, S], returns: i32 },
   msgl_gather_tokens: { args: [ptr, ptr, ptr, i32, S], returns: i32 },
@@ -108,6 +109,11 @@ export class NativeOps {
   /** Bytes of scratch msgl_attention_decode needs at these sizes (0 on the CPU). */
   attentionDecodeWorkspace(batch: number, qHeads: number, headDim: number, pageStride: number): number {
     return Number(this.lib.msgl_attention_decode_workspace(batch, qHeads, headDim, pageStride));
+  }
+
+  /** The attention kernel variants (msgl.h's MSGL_ATTN_*) of this thread's later attention calls. */
+  attentionVariants(prefill: number, decode: number): void {
+    this.check(this.lib.msgl_attention_variants(prefill, decode), "attention_variants");
   }
 
   /** q/k RMSNorm (when qNorm/kNorm are non-zero), RoPE and KV store on a contiguous merged qkv, in place. */

@@ -1,5 +1,6 @@
 // The engine of one rank: model + KV + scheduler + sampler, advanced one step at a time by its owner
 // (the rank worker's loop, or a test). Every request ends exactly once: finished, aborted or rejected.
+import { type AttentionKernels, useAttentionKernels } from "../backend/attention_kernels.ts";
 import type { Backend } from "../backend/backend.ts";
 import { CudaBackend } from "../backend/cuda.ts";
 import { KvStorage } from "../cache/kv_storage.ts";
@@ -31,6 +32,7 @@ export interface EngineOptions {
   kvTokens?: number; // default: min(65536, maxRunningRequests × maxSeqLen) on the CPU, from memoryRatio on CUDA
   memoryRatio?: number; // CUDA: fraction of the GPU's memory for weights, activations and KV (default 0.9)
   cudaGraphMaxBs?: number; // CUDA: largest decode batch with a graph; 0 disables (default 256 on > 80 GiB, else 160)
+  attention?: AttentionKernels; // CUDA: kernel variants (default auto)
   eosTokenIds?: number[]; // default: from config.json / generation_config.json
   defaults?: SamplingParams;
   log?: (line: string) => void;
@@ -140,6 +142,7 @@ export class Engine {
     for (const [name, v] of [["pageSize", pageSize], ["maxRunningRequests", maxRunning], ["maxPrefillLength", maxPrefill]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be an integer ≥ 1 (got ${v})`);
     }
+    useAttentionKernels(backend, o.attention);
     const loaded = loadModel(backend, {
       modelDir: o.modelDir, dummyWeight: o.dummyWeight, maxSeqLen: o.maxSeqLen,
       maxTokens: Math.max(maxPrefill, maxRunning), maxRequests: maxRunning, maxLogitRows: maxRunning, comm: tp?.comm,

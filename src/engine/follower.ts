@@ -3,6 +3,7 @@
 // rank 0's), then run the same sampling plan on the same all-gathered logits, which writes the same
 // tokens into this rank's token pool (the next decode step's inputs). It hashes the tokens it sampled and
 // checks them against rank 0's hashes when later records bring them.
+import { type AttentionKernels, useAttentionKernels } from "../backend/attention_kernels.ts";
 import type { Backend } from "../backend/backend.ts";
 import { CudaBackend } from "../backend/cuda.ts";
 import { KvStorage } from "../cache/kv_storage.ts";
@@ -21,6 +22,7 @@ export interface FollowerOptions {
   modelDir: string;
   dummyWeight?: boolean;
   seed?: number; // dummy weights
+  attention?: AttentionKernels; // the same variants as rank 0
 }
 
 const POLL_MS = 500; // how often a rank waiting for a plan checks whether the group failed
@@ -46,6 +48,7 @@ export class Follower {
 
   /** Loads the shard (while rank 0 loads its own), then builds the rest from rank 0's setup record. */
   static create(backend: Backend, member: RankMember, ring: SharedRing, o: FollowerOptions, fault: FaultInjection | null): Follower {
+    useAttentionKernels(backend, o.attention);
     const config = loadModelConfig(o.modelDir);
     const shard = shardLayout(config, { rank: member.comm.rank, size: member.comm.size });
     const weights = loadWeights(backend, config, o.dummyWeight ? { dummySeed: o.seed ?? 0 } : { dir: o.modelDir }, shard);

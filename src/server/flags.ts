@@ -1,4 +1,5 @@
 // `bun run serve` flags: definitions (shown by --help with their defaults) and validation that names the flag.
+import { ATTENTION_FLAG_HELP, type AttentionKernels, parseAttentionKernels } from "../backend/attention_kernels.ts";
 import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME } from "../default_model.ts";
 import { DEVICE_CHOICES, selectDevice } from "../device_select.ts";
 import { type NodeLayout, nodeRanks, parseInitAddr } from "../engine/node_link.ts";
@@ -29,7 +30,7 @@ export const SERVE_FLAGS: FlagSpec[] = [
   { name: "max-prefill-length", value: "n", help: "Prompt tokens per prefill step (longer prompts are chunked)", default: 8192 },
   { name: "num-pages", value: "n", help: "KV pool size in pages (default: from memory)" },
   { name: "page-size", value: "n", help: "KV allocation granularity in tokens", default: 1 },
-  { name: "attn", value: "prefill,decode", help: "Attention kernels (cuda): auto", default: "auto" },
+  { name: "attn", value: "prefill,decode", help: ATTENTION_FLAG_HELP, default: "auto" },
   { name: "cache", value: "radix|naive", help: "Prefix cache", default: "radix" },
   { name: "device", value: "auto|cpu|cuda", help: "Backend; auto: cuda when a GPU is present and build/libmsgl_cuda.so loads, else cpu", default: "auto" },
   { name: "api-key", value: "key", help: "Require 'Authorization: Bearer <key>' (all routes but /health)" },
@@ -84,6 +85,7 @@ export function serveOptions(flags: Record<string, unknown>, argv: string[], mod
   const { device, note } = selectDevice(choice(flags.device ?? "auto", "device", DEVICE_CHOICES));
   if (note !== null) console.log(note);
   if (nodes && device !== "cuda") throw new FlagError("--nnodes > 1 needs --device cuda (the ranks' collectives go over NCCL)");
+  const attention = attentionFlag(String(flags.attn ?? "auto"), device);
   const model = rawFlag(argv, ["model", "model-path"]) ?? (modelDir === DEFAULT_MODEL_DIR ? DEFAULT_MODEL_NAME : modelDir);
   const seqLen = flags.maxSeqLenOverride;
   const pages = flags.numPages;
@@ -103,9 +105,21 @@ export function serveOptions(flags: Record<string, unknown>, argv: string[], mod
     numPages: pages === undefined ? undefined : intFlag(pages, "num-pages", 1),
     memoryRatio: ratio,
     cudaGraphMaxBs: flags.cudaGraphMaxBs === undefined ? undefined : intFlag(flags.cudaGraphMaxBs, "cuda-graph-max-bs", 0),
+    attention,
     pageSize: intFlag(flags.pageSize ?? 1, "page-size", 1),
     cache: choice(flags.cache ?? "radix", "cache", ["radix", "naive"] as const),
     dummyWeight: flags.dummyWeight === true,
     logLevel: choice(flags.logLevel ?? "info", "log-level", ["debug", "info", "warning", "error"] as const),
   };
+}
+
+function attentionFlag(text: string, device: "cpu" | "cuda"): AttentionKernels {
+  let k: AttentionKernels;
+  try {
+    k = parseAttentionKernels(text);
+  } catch (e) {
+    throw new FlagError((e as Error).message);
+  }
+  if (device === "cpu" && text !== "auto") throw new FlagError(`--attn ${text}: the CPU backend has one attention kernel of each kind (only auto)`);
+  return k;
 }

@@ -1,5 +1,6 @@
 // `bun run serve`: tokenizer and rank worker up (ready handshake), a warm-up request, then the listener;
 // SIGINT/SIGTERM stop admitting, end in-flight requests with a final event, free the device, exit 0.
+import type { AttentionKernels } from "../backend/attention_kernels.ts";
 import { EngineClient } from "../engine/client.ts";
 import type { NodeLayout } from "../engine/node_link.ts";
 import type { RankInit } from "../../workers/rank.ts";
@@ -26,6 +27,7 @@ export interface ServeOptions {
   numPages?: number;
   memoryRatio: number;
   cudaGraphMaxBs?: number;
+  attention: AttentionKernels;
   pageSize: number;
   cache: "radix" | "naive";
   dummyWeight: boolean;
@@ -49,7 +51,7 @@ export function rankEngineOptions(o: ServeOptions, eosTokenIds: number[] = []): 
   return {
     modelDir: o.modelDir, dummyWeight: o.dummyWeight, pageSize: o.pageSize, cache: o.cache, maxPrefillLength: o.maxPrefillLength,
     maxRunningRequests: o.maxRunningRequests, maxSeqLen: o.maxSeqLen, numPages: o.numPages, eosTokenIds,
-    memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs,
+    memoryRatio: o.memoryRatio, cudaGraphMaxBs: o.cudaGraphMaxBs, attention: o.attention,
     quiet: o.logLevel !== "debug" && o.logLevel !== "info",
   };
 }

@@ -1,8 +1,9 @@
 // The CUDA attention kernels (tensor-core prefill/extend and split-KV decode) against the CPU library on the same
 // random inputs: ragged batches over cached prefixes, shuffled slots with stale page-table entries past kv_len, rows
 // out of order, a merged-qkv q stride, head_dim 16..256, GQA groups 1..8 and beyond, and decode replayed from a
-// CUDA graph with other kv_lens. The GPU rounds P to bf16 before P·V (the CPU keeps fp32): tolerance 2e-2 + 2e-2·|x|.
-import { expect, test } from "bun:test";
+// CUDA graph with other kv_lens; every GPU kernel variant (--attn). The GPU rounds P to bf16 before P·V (the CPU keeps fp32): tolerance 2e-2 + 2e-2·|x|.
+import { afterAll, expect, test } from "bun:test";
+import { DECODE_KERNELS, PREFILL_KERNELS, useAttentionKernels } from "../../src/backend/attention_kernels.ts";
 import type { Backend } from "../../src/backend/backend.ts";
 import { cuda } from "../../src/backend/cudart.ts";
 import { f32ToBf16Bits } from "../../src/model/safetensors.ts";
@@ -96,14 +97,23 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
     return { out, read: (s) => readBf16(backends[s], out[s], n) };
   }
 
+  // Every kernel variant of the GPU side (--attn) against the one CPU kernel; the CPU library has only "auto".
+  const prefillVariants = gpu.kind === "cuda" ? PREFILL_KERNELS.filter((k) => k !== "auto") : (["auto"] as const);
+  const decodeVariants = gpu.kind === "cuda" ? DECODE_KERNELS.filter((k) => k !== "auto") : (["auto"] as const);
+  afterAll(() => useAttentionKernels(gpu));
+
   function prefill(name: string, c: Case, seed: number): void {
     const x = setup(c, seed);
     const { out, read } = outputs(c, x.tokens);
-    for (const s of SIDES) {
-      backends[s].ops.attentionPrefill(out[s], x.q[s], x.k[s], x.v[s], x.pageTable[s], x.pageStride, x.rows[s],
-        x.qoIndptr[s], x.kvLens[s], x.batch, c.qh, c.kvh, c.hd, x.qStride, x.scale);
+    const call = (s: Side) => backends[s].ops.attentionPrefill(out[s], x.q[s], x.k[s], x.v[s], x.pageTable[s], x.pageStride,
+      x.rows[s], x.qoIndptr[s], x.kvLens[s], x.batch, c.qh, c.kvh, c.hd, x.qStride, x.scale);
+    call("cpu");
+    for (const variant of prefillVariants) {
+      useAttentionKernels(gpu, { prefill: variant, decode: "auto" });
+      poison(gpu, out.gpu, x.tokens * c.qh * c.hd * 2);
+      call("gpu");
+      expect(`${name} [${variant}]: ${close(read("gpu"), read("cpu"), c.hd)}`).toBe(`${name} [${variant}]: `);
     }
-    expect(`${name}: ${close(read("gpu"), read("cpu"), c.hd)}`).toBe(`${name}: `);
   }
 
   /** Decode on both sides; with `lens2`, again on the same buffers and integers with other kv_lens contents. */
@@ -116,12 +126,17 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
     const ws = wsBytes > 0 ? own(gpu, wsBytes) : 0;
     for (const lens of lens2 ? [c.kvLens, lens2] : [c.kvLens]) {
       const { out, read } = outputs(c, x.batch);
-      for (const s of SIDES) {
-        backends[s].upload(x.kvLens[s], Int32Array.from(lens));
-        backends[s].ops.attentionDecode(out[s], x.q[s], x.k[s], x.v[s], x.pageTable[s], x.pageStride, x.rows[s],
-          x.kvLens[s], x.batch, c.qh, c.kvh, c.hd, x.qStride, x.scale, s === "gpu" ? ws : 0, s === "gpu" ? wsBytes : 0);
+      const call = (s: Side) => backends[s].ops.attentionDecode(out[s], x.q[s], x.k[s], x.v[s], x.pageTable[s], x.pageStride,
+        x.rows[s], x.kvLens[s], x.batch, c.qh, c.kvh, c.hd, x.qStride, x.scale, s === "gpu" ? ws : 0, s === "gpu" ? wsBytes : 0);
+      for (const s of SIDES) backends[s].upload(x.kvLens[s], Int32Array.from(lens));
+      call("cpu");
+      for (const variant of decodeVariants) {
+        useAttentionKernels(gpu, { prefill: "auto", decode: variant });
+        poison(gpu, out.gpu, x.batch * c.qh * c.hd * 2);
+        call("gpu");
+        const label = `${name} [${variant}] [${lens.slice(0, 4)}...]`;
+        expect(`${label}: ${close(read("gpu"), read("cpu"), c.hd)}`).toBe(`${label}: `);
       }
-      expect(`${name} [${lens.slice(0, 4)}...]: ${close(read("gpu"), read("cpu"), c.hd)}`).toBe(`${name} [${lens.slice(0, 4)}...]: `);
     }
   }
 
