@@ -104,7 +104,7 @@ export function prepareCase(backend: Backend, c: KernelCase, seed = 0): Prepared
       const out = buf.alloc(seq * qh * d * 2);
       run = () => {
         useAttentionKernels(backend, c.attention);
-        ops.attentionPrefill(out, q, k, v, pageTable, seq, rows, qoIndptr, kvLens, 1, qh, kvh, d, qh * d, 1 / Math.sqrt(d));
+        ops.attentionPrefill(out, q, k, v, pageTable, seq, rows, qoIndptr, kvLens, 1, seq, qh, kvh, d, qh * d, 1 / Math.sqrt(d));
       };
       break;
     }

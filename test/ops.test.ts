@@ -219,8 +219,10 @@ describe("attention over slot-indexed KV", () => {
   test("prefill/extend: causal, bottom-right aligned over the cached prefix, GQA", () => {
     const out = be.alloc(tokens * qh * hd * 2);
     ops.attentionPrefill(out, q.ptr, k.ptr, v.ptr, upload(be, pageTable), pageStride, upload(be, Int32Array.from(rowsOf)),
-      upload(be, indptr), upload(be, Int32Array.from(kvLens)), 3, qh, kvh, hd, qStride, scale);
+      upload(be, indptr), upload(be, Int32Array.from(kvLens)), 3, tokens, qh, kvh, hd, qStride, scale);
     expect(worstError(readBf16(be, out, tokens * qh * hd), reference(), BF16.atol, BF16.rtol)).toBeLessThan(1);
+    expect(() => ops.attentionPrefill(out, q.ptr, k.ptr, v.ptr, upload(be, pageTable), pageStride, upload(be, Int32Array.from(rowsOf)),
+      upload(be, indptr), upload(be, Int32Array.from(kvLens)), 3, tokens + 1, qh, kvh, hd, qStride, scale)).toThrow(/tokens must equal qo_indptr/);
   });
 
   test("decode equals the prefill kernel on one token per request", () => {

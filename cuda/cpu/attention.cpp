@@ -54,7 +54,7 @@ bool valid_heads(int q_heads, int kv_heads, int head_dim) {
 extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k_cache,
                                       const msgl_bf16* v_cache, const int32_t* page_table, int page_stride,
                                       const int32_t* rows, const int32_t* qo_indptr, const int32_t* kv_lens,
-                                      int batch, int q_heads, int kv_heads, int head_dim, int q_stride,
+                                      int batch, int tokens, int q_heads, int kv_heads, int head_dim, int q_stride,
                                       float scale, msgl_stream) {
   MSGL_CHECK(batch >= 0 && valid_heads(q_heads, kv_heads, head_dim), "attention_prefill: bad shape");
   for (int b = 0; b < batch; b++) {
@@ -62,7 +62,7 @@ extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const 
     MSGL_CHECK(n >= 0 && n <= kv_lens[b] && kv_lens[b] <= page_stride,
                "attention_prefill: need 0 <= new tokens <= kv_len <= page_stride");
   }
-  int tokens = qo_indptr[batch];
+  MSGL_CHECK(qo_indptr[batch] == tokens, "attention_prefill: tokens must equal qo_indptr[batch]");
   int group = q_heads / kv_heads;
 #pragma omp parallel for collapse(2) schedule(dynamic, 4)
   for (int t = 0; t < tokens; t++) {

@@ -82,11 +82,12 @@ int msgl_qk_norm_rope_store(msgl_bf16* qkv, const msgl_bf16* q_norm, const msgl_
 // Request b has query tokens [qo_indptr[b], qo_indptr[b+1]) and kv_lens[b] keys/values whose slots are
 // page_table[rows[b] * page_stride + j], j < kv_lens[b] (its new tokens' KV already stored). Causal,
 // bottom-right aligned: query i of n sees keys j <= kv_len - n + i. GQA: q head h reads kv head
-// h / (q_heads / kv_heads). out: [tokens, q_heads, head_dim] contiguous bf16.
+// h / (q_heads / kv_heads). out: [tokens, q_heads, head_dim] contiguous bf16. tokens = qo_indptr[batch]
+// (the CPU library checks it; the GPU sizes its grid and picks MSGL_ATTN_AUTO's variant from it).
 int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k_cache,
                            const msgl_bf16* v_cache, const int32_t* page_table, int page_stride,
                            const int32_t* rows, const int32_t* qo_indptr, const int32_t* kv_lens, int batch,
-                           int q_heads, int kv_heads, int head_dim, int q_stride, float scale,
+                           int tokens, int q_heads, int kv_heads, int head_dim, int q_stride, float scale,
                            msgl_stream stream);
 
 // One query token per request (q row b belongs to request b); same KV addressing as above.

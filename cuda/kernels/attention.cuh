@@ -168,7 +168,7 @@ inline cudaError_t device_info(DeviceInfo& d) {
 }
 
 // This thread's msgl_attention_variants choice (attention_variants.cu), with MSGL_ATTN_AUTO resolved.
-int prefill_variant();
+int prefill_variant(int tokens);
 int decode_variant();
 
 }  // namespace msgl::attn

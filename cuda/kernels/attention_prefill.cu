@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Args a) {
 }
 
 template <int D, int MT, int BN>
-int launch(Args a, const DeviceInfo& dev, cudaStream_t stream) {
+int launch(Args a, int tokens, const DeviceInfo& dev, cudaStream_t stream) {
   using T = Tile<D, MT, BN>;
   auto kernel = prefill_kernel<D, MT, BN>;
   static std::atomic<int> occupancy[kMaxDevices];  // CTAs per SM, per device; 0 = not yet asked
@@ -317,9 +317,9 @@ int launch(Args a, const DeviceInfo& dev, cudaStream_t stream) {
   a.hc = std::min(a.group, T::kRows);
   a.chunks = (a.group + a.hc - 1) / a.hc;
   a.tpt = T::kRows / a.hc;
-  // Upper bound of the items from integers alone: sum of new tokens <= batch · page_stride.
-  const long long items = (long long)a.kv_heads * a.chunks * (a.batch + (long long)a.batch * a.page_stride / a.tpt);
-  if (items > INT32_MAX) return msgl::fail(MSGL_ERR_UNSUPPORTED, "attention_prefill: batch · page_stride too large");
+  // Upper bound of the items: request b has at most n_b / tpt + 1 tiles per head chunk.
+  const long long items = (long long)a.kv_heads * a.chunks * (a.batch + (long long)tokens / a.tpt);
+  if (items > INT32_MAX) return msgl::fail(MSGL_ERR_UNSUPPORTED, "attention_prefill: too many tokens");
   const int grid = (int)std::min<long long>((long long)dev.sms * occ, items);
   kernel<<<grid, kThreads, T::kSmem, stream>>>(a);
   return msgl::launched("attention_prefill");
@@ -329,9 +329,9 @@ int launch(Args a, const DeviceInfo& dev, cudaStream_t stream) {
 extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k_cache,
                                       const msgl_bf16* v_cache, const int32_t* page_table, int page_stride,
                                       const int32_t* rows, const int32_t* qo_indptr, const int32_t* kv_lens,
-                                      int batch, int q_heads, int kv_heads, int head_dim, int q_stride,
+                                      int batch, int tokens, int q_heads, int kv_heads, int head_dim, int q_stride,
                                       float scale, msgl_stream stream) {
-  MSGL_CHECK(batch >= 0 && q_heads > 0 && kv_heads > 0 && head_dim > 0 && q_heads % kv_heads == 0,
+  MSGL_CHECK(batch >= 0 && tokens >= 0 && q_heads > 0 && kv_heads > 0 && head_dim > 0 && q_heads % kv_heads == 0,
              "attention_prefill: bad shape");
   MSGL_CHECK(page_stride >= 0 && q_stride >= q_heads * head_dim, "attention_prefill: bad page_stride or q_stride");
   if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128 && head_dim != 256)
@@ -349,22 +349,22 @@ extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const 
                std::max(std::fabs(scale) * 1.4426950408889634f, FLT_MIN), scale < 0.f};
   cudaStream_t s = msgl::as_stream(stream);
   // Shared memory: Q 128·D·2 + 2 stages · 2 · 64·D·2 bytes (96 KB at D = 128: two CTAs per H100 SM).
-  if (prefill_variant() == MSGL_ATTN_PREFILL_M64) {
+  if (prefill_variant(tokens) == MSGL_ATTN_PREFILL_M64) {
     switch (head_dim) {
-      case 16: return launch<16, 1, 64>(a, dev, s);
-      case 32: return launch<32, 1, 64>(a, dev, s);
-      case 64: return launch<64, 1, 64>(a, dev, s);
-      case 128: return launch<128, 1, 64>(a, dev, s);
+      case 16: return launch<16, 1, 64>(a, tokens, dev, s);
+      case 32: return launch<32, 1, 64>(a, tokens, dev, s);
+      case 64: return launch<64, 1, 64>(a, tokens, dev, s);
+      case 128: return launch<128, 1, 64>(a, tokens, dev, s);
       default: break;
     }
   } else {
     switch (head_dim) {
-      case 16: return launch<16, 2, 64>(a, dev, s);
-      case 32: return launch<32, 2, 64>(a, dev, s);
-      case 64: return launch<64, 2, 64>(a, dev, s);
-      case 128: return launch<128, 2, 64>(a, dev, s);
+      case 16: return launch<16, 2, 64>(a, tokens, dev, s);
+      case 32: return launch<32, 2, 64>(a, tokens, dev, s);
+      case 64: return launch<64, 2, 64>(a, tokens, dev, s);
+      case 128: return launch<128, 2, 64>(a, tokens, dev, s);
       default: break;
     }
   }
-  return launch<256, 1, 32>(a, dev, s);  // both variants: O of 16 rows × 256 already fills the registers
+  return launch<256, 1, 32>(a, tokens, dev, s);  // both variants: O of 16 rows × 256 already fills the registers
 }

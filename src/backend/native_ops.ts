@@ -17,7 +17,7 @@ export const MSGL_SYMBOLS = {
   msgl_silu_mul: { args: [ptr, ptr, i32, i32, S], returns: i32 },
   msgl_store_kv: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, S], returns: i32 },
   msgl_attention_prefill: {
-    args: [ptr, ptr, ptr, ptr, ptr, i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, f32, S],
+    args: [ptr, ptr, ptr, ptr, ptr, i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, f32, S],
     returns: i32,
   },
   msgl_attention_decode: {
@@ -93,10 +93,10 @@ export class NativeOps {
   }
 
   attentionPrefill(out: DevicePtr, q: DevicePtr, kCache: DevicePtr, vCache: DevicePtr, pageTable: DevicePtr, pageStride: number,
-    rows: DevicePtr, qoIndptr: DevicePtr, kvLens: DevicePtr, batch: number, qHeads: number, kvHeads: number, headDim: number,
-    qStride: number, scale: number): void {
+    rows: DevicePtr, qoIndptr: DevicePtr, kvLens: DevicePtr, batch: number, tokens: number, qHeads: number, kvHeads: number,
+    headDim: number, qStride: number, scale: number): void {
     this.check(this.lib.msgl_attention_prefill(P(out), P(q), P(kCache), P(vCache), P(pageTable), pageStride, P(rows),
-      P(qoIndptr), P(kvLens), batch, qHeads, kvHeads, headDim, qStride, scale, P(this.stream)), "attention_prefill");
+      P(qoIndptr), P(kvLens), batch, tokens, qHeads, kvHeads, headDim, qStride, scale, P(this.stream)), "attention_prefill");
   }
 
   attentionDecode(out: DevicePtr, q: DevicePtr, kCache: DevicePtr, vCache: DevicePtr, pageTable: DevicePtr, pageStride: number,

@@ -148,7 +148,7 @@ export class DecoderModel {
         c.numKvHeads, c.headDim, this.qkvDim, scale, ws.decodeScratch, ws.decodeScratchBytes);
     } else {
       ops.attentionPrefill(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.qoIndptr, ws.kvLens,
-        s.requests, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
+        s.requests, tokens, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
     }
     ops.gemm(ws.out, ws.attn, w.o, 0, tokens, h, this.qDim, this.qDim, false);
 

@@ -2,7 +2,7 @@
 // random inputs: ragged batches over cached prefixes, shuffled slots with stale page-table entries past kv_len, rows
 // out of order, a merged-qkv q stride, head_dim 16..256, GQA groups 1..8 and beyond, and decode replayed from a
 // CUDA graph with other kv_lens; every GPU kernel variant (--attn). The GPU rounds P to bf16 before P·V (the CPU keeps fp32): tolerance 2e-2 + 2e-2·|x|.
-import { afterAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { DECODE_KERNELS, PREFILL_KERNELS, useAttentionKernels } from "../../src/backend/attention_kernels.ts";
 import type { Backend } from "../../src/backend/backend.ts";
 import { cuda } from "../../src/backend/cudart.ts";
@@ -100,13 +100,12 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
   // Every kernel variant of the GPU side (--attn) against the one CPU kernel; the CPU library has only "auto".
   const prefillVariants = gpu.kind === "cuda" ? PREFILL_KERNELS.filter((k) => k !== "auto") : (["auto"] as const);
   const decodeVariants = gpu.kind === "cuda" ? DECODE_KERNELS.filter((k) => k !== "auto") : (["auto"] as const);
-  afterAll(() => useAttentionKernels(gpu));
 
   function prefill(name: string, c: Case, seed: number): void {
     const x = setup(c, seed);
     const { out, read } = outputs(c, x.tokens);
     const call = (s: Side) => backends[s].ops.attentionPrefill(out[s], x.q[s], x.k[s], x.v[s], x.pageTable[s], x.pageStride,
-      x.rows[s], x.qoIndptr[s], x.kvLens[s], x.batch, c.qh, c.kvh, c.hd, x.qStride, x.scale);
+      x.rows[s], x.qoIndptr[s], x.kvLens[s], x.batch, x.tokens, c.qh, c.kvh, c.hd, x.qStride, x.scale);
     call("cpu");
     for (const variant of prefillVariants) {
       useAttentionKernels(gpu, { prefill: variant, decode: "auto" });
@@ -114,6 +113,7 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
       call("gpu");
       expect(`${name} [${variant}]: ${close(read("gpu"), read("cpu"), c.hd)}`).toBe(`${name} [${variant}]: `);
     }
+    useAttentionKernels(gpu); // later tests expect auto's kernels
   }
 
   /** Decode on both sides; with `lens2`, again on the same buffers and integers with other kv_lens contents. */
@@ -138,6 +138,7 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
         expect(`${label}: ${close(read("gpu"), read("cpu"), c.hd)}`).toBe(`${label}: `);
       }
     }
+    useAttentionKernels(gpu);
   }
 
   const r = rng(4242);
@@ -217,7 +218,7 @@ describeGpu("CUDA attention matches the CPU library", (gpu: Backend, cpu: Backen
   });
 
   testGpuOnly(`errors: unsupported head_dim, bad shapes, a too small workspace${GPU_ONLY}`, () => {
-    expect(() => gpu.ops.attentionPrefill(0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 4, 4, 96, 384, 1)).toThrow(/attention_prefill: head_dim/);
+    expect(() => gpu.ops.attentionPrefill(0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 1, 4, 4, 96, 384, 1)).toThrow(/attention_prefill: head_dim/);
     expect(() => gpu.ops.attentionDecode(0, 0, 0, 0, 0, 8, 0, 0, 1, 4, 4, 80, 320, 1, 0, 0)).toThrow(/attention_decode: head_dim/);
     expect(() => gpu.ops.attentionDecode(0, 0, 0, 0, 0, 4, 0, 0, 0, 6, 4, 16, 16, 1, 0, 0)).toThrow(/attention_decode: bad shape/);
     const c = { qh: 32, kvh: 8, hd: 128, newTokens: [1], kvLens: [5000] };
