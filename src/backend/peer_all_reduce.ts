@@ -2,8 +2,8 @@
 // that writes straight into every peer GPU's staging buffers (cuda/kernels/peer_all_reduce.cu), optionally
 // fused with the residual add + RMSNorm that follows. A Qwen3-8B decode step makes 73 of them, of 8 KB to
 // 2 MB each; NCCL's fixed cost per call is what this removes. Larger ones and groups spanning nodes stay on
-// NCCL. Joining is collective: every rank enables peer access to every
-// other GPU, and if any pair cannot, all ranks go without (they must all take the same path).
+// NCCL. Joining is collective: every rank enables peer access to every other GPU, and if any pair cannot,
+// all ranks go without (they must all take the same path).
 import { dlopen, FFIType, type Pointer, toArrayBuffer } from "bun:ffi";
 import type { GroupControl } from "../ipc/group_control.ts";
 import { cuda } from "./cudart.ts";
