@@ -59,6 +59,7 @@ export function prepareCase(backend: Backend, c: KernelCase, seed = 0): Prepared
   const ops = backend.ops;
   const buf = new Buffers(backend, seed);
   const s = c.shape;
+  useAttentionKernels(backend, c.attention); // this thread's attention calls until the next case is prepared
   let run: () => void;
   switch (c.op) {
     case "rmsnorm": {
@@ -86,10 +87,7 @@ export function prepareCase(backend: Backend, c: KernelCase, seed = 0): Prepared
       const scratchBytes = ops.attentionDecodeWorkspace(batch, qh, d, context);
       const scratch = scratchBytes > 0 ? buf.alloc(scratchBytes) : 0;
       const out = buf.alloc(batch * qh * d * 2);
-      run = () => {
-        useAttentionKernels(backend, c.attention);
-        ops.attentionDecode(out, q, k, v, pageTable, context, rows, kvLens, batch, qh, kvh, d, qh * d, 1 / Math.sqrt(d), scratch, scratchBytes);
-      };
+      run = () => ops.attentionDecode(out, q, k, v, pageTable, context, rows, kvLens, batch, qh, kvh, d, qh * d, 1 / Math.sqrt(d), scratch, scratchBytes);
       break;
     }
     case "attention_prefill": {
@@ -102,10 +100,7 @@ export function prepareCase(backend: Backend, c: KernelCase, seed = 0): Prepared
       const qoIndptr = buf.upload(Int32Array.of(0, seq));
       const kvLens = buf.upload(Int32Array.of(seq));
       const out = buf.alloc(seq * qh * d * 2);
-      run = () => {
-        useAttentionKernels(backend, c.attention);
-        ops.attentionPrefill(out, q, k, v, pageTable, seq, rows, qoIndptr, kvLens, 1, seq, qh, kvh, d, qh * d, 1 / Math.sqrt(d));
-      };
+      run = () => ops.attentionPrefill(out, q, k, v, pageTable, seq, rows, qoIndptr, kvLens, 1, seq, qh, kvh, d, qh * d, 1 / Math.sqrt(d));
       break;
     }
     case "argmax": {

@@ -324,6 +324,19 @@ int launch(Args a, int tokens, const DeviceInfo& dev, cudaStream_t stream) {
   kernel<<<grid, kThreads, T::kSmem, stream>>>(a);
   return msgl::launched("attention_prefill");
 }
+
+// MT m16 row blocks per warp (2: 128-row tiles, 1: 64-row tiles). Shared memory at MT = 2: Q 128·D·2 + 2 stages
+// · 2 · 64·D·2 bytes (96 KB at D = 128: two CTAs per H100 SM).
+template <int MT>
+int launch_tiles(const Args& a, int head_dim, int tokens, const DeviceInfo& dev, cudaStream_t s) {
+  switch (head_dim) {
+    case 16: return launch<16, MT, 64>(a, tokens, dev, s);
+    case 32: return launch<32, MT, 64>(a, tokens, dev, s);
+    case 64: return launch<64, MT, 64>(a, tokens, dev, s);
+    case 128: return launch<128, MT, 64>(a, tokens, dev, s);
+    default: return launch<256, 1, 32>(a, tokens, dev, s);  // both variants: O of 16 rows × 256 already fills the registers
+  }
+}
 }  // namespace
 
 extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const msgl_bf16* k_cache,
@@ -348,23 +361,6 @@ extern "C" int msgl_attention_prefill(msgl_bf16* out, const msgl_bf16* q, const 
                q_heads / kv_heads, q_stride, 0, 0, 0,
                std::max(std::fabs(scale) * 1.4426950408889634f, FLT_MIN), scale < 0.f};
   cudaStream_t s = msgl::as_stream(stream);
-  // Shared memory: Q 128·D·2 + 2 stages · 2 · 64·D·2 bytes (96 KB at D = 128: two CTAs per H100 SM).
-  if (prefill_variant(tokens) == MSGL_ATTN_PREFILL_M64) {
-    switch (head_dim) {
-      case 16: return launch<16, 1, 64>(a, tokens, dev, s);
-      case 32: return launch<32, 1, 64>(a, tokens, dev, s);
-      case 64: return launch<64, 1, 64>(a, tokens, dev, s);
-      case 128: return launch<128, 1, 64>(a, tokens, dev, s);
-      default: break;
-    }
-  } else {
-    switch (head_dim) {
-      case 16: return launch<16, 2, 64>(a, tokens, dev, s);
-      case 32: return launch<32, 2, 64>(a, tokens, dev, s);
-      case 64: return launch<64, 2, 64>(a, tokens, dev, s);
-      case 128: return launch<128, 2, 64>(a, tokens, dev, s);
-      default: break;
-    }
-  }
-  return launch<256, 1, 32>(a, tokens, dev, s);  // both variants: O of 16 rows × 256 already fills the registers
+  return prefill_variant(tokens) == MSGL_ATTN_PREFILL_M64 ? launch_tiles<1>(a, head_dim, tokens, dev, s)
+                                                           : launch_tiles<2>(a, head_dim, tokens, dev, s);
 }

@@ -133,4 +133,38 @@ __device__ __forceinline__ void norm_rope_head(msgl_bf16* x, msgl_bf16* copy, co
   }
 }
 
+// RMSNorm of one row by the whole block (blockDim a multiple of 32), in two passes: load_x(i, v) gives x's
+// values [i, i + V). With a residual, pass one stores residual = bf16(x + residual) and pass two reads it back
+// (each thread reads only what it wrote); without, pass two calls load_x again. out = row / rms · w. Shared
+// by msgl_rmsnorm / msgl_add_rmsnorm and the fused peer all-reduce, so both round at the same points.
+template <int V, class LoadX>
+__device__ __forceinline__ void rmsnorm_row(msgl_bf16* out, msgl_bf16* residual, LoadX load_x, const msgl_bf16* w,
+                                            int dim, float eps) {
+  float sum = 0.f;
+  for (int i = threadIdx.x * V; i < dim; i += blockDim.x * V) {
+    float v[V];
+    load_x(i, v);
+    if (residual) {
+      float r[V];
+      load_bf16<V>(residual + i, r);
+#pragma unroll
+      for (int j = 0; j < V; j++) v[j] = round_bf16(v[j] + r[j]);
+      store_bf16<V>(residual + i, v);
+    }
+#pragma unroll
+    for (int j = 0; j < V; j++) sum = __fmaf_rn(v[j], v[j], sum);
+  }
+  sum = block_sum(sum);  // its barriers also order pass one's reads of x before pass two's writes of out
+  const float inv = 1.f / sqrtf(sum / dim + eps);
+  for (int i = threadIdx.x * V; i < dim; i += blockDim.x * V) {
+    float v[V], wv[V];
+    if (residual) load_bf16<V>(residual + i, v);
+    else load_x(i, v);
+    load_bf16<V>(w + i, wv);
+#pragma unroll
+    for (int j = 0; j < V; j++) v[j] = v[j] * inv * wv[j];
+    store_bf16<V>(out + i, v);
+  }
+}
+
 }  // namespace msgl

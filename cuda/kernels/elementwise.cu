@@ -30,39 +30,14 @@ __global__ void embedding_kernel(msgl_bf16* out, const msgl_bf16* table, const i
   else zero_row<V>(dst, hidden);
 }
 
-// One block per row, two passes over the row (the second read hits L1/L2). With a residual, pass one stores
-// residual = bf16(x + residual) and pass two reads it back (each thread reads only what it wrote).
+// One block per row (msgl::rmsnorm_row).
 template <int V>
 __global__ void rmsnorm_kernel(msgl_bf16* out, msgl_bf16* residual, const msgl_bf16* x, const msgl_bf16* w, int dim,
                                float eps) {
-  size_t base = (size_t)blockIdx.x * dim;
+  const size_t base = (size_t)blockIdx.x * dim;
   const msgl_bf16* xr = x + base;
-  msgl_bf16* res = residual ? residual + base : nullptr;
-  float sum = 0.f;
-  for (int i = threadIdx.x * V; i < dim; i += blockDim.x * V) {
-    float v[V];
-    load_bf16<V>(xr + i, v);
-    if (res) {
-      float r[V];
-      load_bf16<V>(res + i, r);
-#pragma unroll
-      for (int j = 0; j < V; j++) v[j] = round_bf16(v[j] + r[j]);
-      store_bf16<V>(res + i, v);
-    }
-#pragma unroll
-    for (int j = 0; j < V; j++) sum = __fmaf_rn(v[j], v[j], sum);
-  }
-  sum = block_sum(sum);  // its barriers also order pass one's reads of x before pass two's writes of out
-  float inv = 1.f / sqrtf(sum / dim + eps);
-  const msgl_bf16* src = res ? res : xr;
-  for (int i = threadIdx.x * V; i < dim; i += blockDim.x * V) {
-    float v[V], wv[V];
-    load_bf16<V>(src + i, v);
-    load_bf16<V>(w + i, wv);
-#pragma unroll
-    for (int j = 0; j < V; j++) v[j] = v[j] * inv * wv[j];
-    store_bf16<V>(out + base + i, v);
-  }
+  rmsnorm_row<V>(out + base, residual ? residual + base : nullptr, [xr](int i, float (&v)[V]) { load_bf16<V>(xr + i, v); }, w,
+                 dim, eps);
 }
 
 constexpr int kWarpsPerBlock = 8;

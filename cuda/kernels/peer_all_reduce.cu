@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msg
 }
 
 // residual += Σ_ranks x (the sum rounded to bf16 first); out = rmsnorm(residual) · w. Block b's share: rows b,
-// b + kBlocks, ...; the arithmetic and its order are msgl_add_rmsnorm's (elementwise.cu) on the reduced x.
+// b + kBlocks, ...; the norm is msgl_add_rmsnorm's own row routine (msgl::rmsnorm_row) on the reduced x.
 __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const Group g, msgl_bf16* out, msgl_bf16* residual,
                                                                           const msgl_bf16* x, const msgl_bf16* w, int rows,
                                                                           int dim, float eps) {
@@ -130,28 +130,13 @@ __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const 
     }
   if (!meet(g, epoch)) return;
   for (int row = blockIdx.x; row < rows; row += kBlocks) {
-    msgl_bf16* res = residual + (int64_t)row * dim;
-    float sumsq = 0.f;
-    for (int c = threadIdx.x; c < vecs; c += kThreads) {
-      float v[8], r[8];
-      sum_slots(g, area, (int64_t)row * vecs + c, v);
-      msgl::load_bf16<8>(res + c * 8, r);
+    const int64_t first = (int64_t)row * vecs;
+    auto reduced_x = [&](int i, float (&v)[8]) {  // Σ_ranks x, rounded to bf16 as the all-reduce would store it
+      sum_slots(g, area, first + i / 8, v);
 #pragma unroll
-      for (int j = 0; j < 8; j++) v[j] = msgl::round_bf16(msgl::round_bf16(v[j]) + r[j]);
-      msgl::store_bf16<8>(res + c * 8, v);
-#pragma unroll
-      for (int j = 0; j < 8; j++) sumsq = __fmaf_rn(v[j], v[j], sumsq);
-    }
-    sumsq = msgl::block_sum(sumsq);
-    const float inv = 1.f / sqrtf(sumsq / dim + eps);
-    for (int c = threadIdx.x; c < vecs; c += kThreads) {
-      float v[8], wv[8];
-      msgl::load_bf16<8>(res + c * 8, v);
-      msgl::load_bf16<8>(w + c * 8, wv);
-#pragma unroll
-      for (int j = 0; j < 8; j++) v[j] = v[j] * inv * wv[j];
-      msgl::store_bf16<8>(out + (int64_t)row * dim + c * 8, v);
-    }
+      for (int j = 0; j < 8; j++) v[j] = msgl::round_bf16(v[j]);
+    };
+    msgl::rmsnorm_row<8>(out + (int64_t)row * dim, residual + (int64_t)row * dim, reduced_x, w, dim, eps);
   }
 }
 

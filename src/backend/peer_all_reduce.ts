@@ -96,6 +96,7 @@ export class PeerAllReduce {
   }
 
   private closed = false;
+  private readonly kernelTimeoutNs: number;
 
   private constructor(
     private readonly backend: CudaBackend,
@@ -107,7 +108,9 @@ export class PeerAllReduce {
     private readonly words: Int32Array,
     private readonly control: GroupControl,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.kernelTimeoutNs = (timeoutMs + KERNEL_TIMEOUT_MARGIN_MS) * 1e6;
+  }
 
   /** Whether an all-reduce of `count` bf16 values takes this path (same answer on every rank). */
   fits(count: number): boolean {
@@ -128,9 +131,6 @@ export class PeerAllReduce {
     if (status !== OK) throw new Error(`peer all-reduce + add_rmsnorm failed: ${lib!.msgl_last_error()}`);
   }
 
-  private get kernelTimeoutNs(): number {
-    return (this.timeoutMs + KERNEL_TIMEOUT_MARGIN_MS) * 1e6;
-  }
 
   /** After every rank's last all-reduce: frees the buffers once every rank's GPU finished its kernels (until
    * then a peer may still read this rank's buffer). */

@@ -2,7 +2,7 @@
 // the buffer's index), all-reduces every buffer back to back without waiting in between, and posts the sums
 // and whether the peer-access path was available. Then, for each row count, the fused all-reduce + residual
 // add + RMSNorm where the communicator has one, against allReduceSum + addRmsnorm on copies of the same
-// inputs: it posts the number of differing bf16 values of out and of residual.
+// inputs: it posts whether the fused op applied and the number of differing bf16 values of out and residual.
 import type { Backend } from "../../src/backend/backend.ts";
 import { CpuBackend } from "../../src/backend/cpu.ts";
 import { CudaBackend } from "../../src/backend/cuda.ts";
@@ -33,7 +33,7 @@ self.onmessage = (e: MessageEvent<AllReduceJob>) => {
     job.counts.forEach((n, i) => comm.allReduceSum(buffers[i], n));
     const sums = job.counts.map((n, i) => readBf16(backend, buffers[i], n));
     for (const b of buffers) backend.free(b);
-    const fusedMismatches = job.fusedRows.map((rows, i) => {
+    const fused = job.fusedRows.map((rows, i) => {
       const n = rows * job.fusedDim, seed = 500 + i;
       const make = () => ({
         x: randomBf16(backend, n, inputSeed(job.rank, seed), 2).ptr,
@@ -41,23 +41,24 @@ self.onmessage = (e: MessageEvent<AllReduceJob>) => {
         weight: randomBf16(backend, job.fusedDim, seed + 1, 1, 1).ptr,
         out: backend.alloc(n * 2),
       });
-      const fused = make(), plain = make();
-      if (!comm.allReduceAddRmsnorm?.(fused.out, fused.residual, fused.x, fused.weight, rows, job.fusedDim, 1e-6)) {
-        comm.allReduceSum(fused.x, n);
-        backend.ops.addRmsnorm(fused.out, fused.residual, fused.x, fused.weight, rows, job.fusedDim, 1e-6);
+      const one = make(), plain = make();
+      const applied = comm.allReduceAddRmsnorm?.(one.out, one.residual, one.x, one.weight, rows, job.fusedDim, 1e-6) ?? false;
+      if (!applied) {
+        comm.allReduceSum(one.x, n);
+        backend.ops.addRmsnorm(one.out, one.residual, one.x, one.weight, rows, job.fusedDim, 1e-6);
       }
       comm.allReduceSum(plain.x, n);
       backend.ops.addRmsnorm(plain.out, plain.residual, plain.x, plain.weight, rows, job.fusedDim, 1e-6);
       const differing = (a: Float32Array, b: Float32Array) => a.reduce((k, v, j) => k + (Object.is(v, b[j]) ? 0 : 1), 0);
-      const mismatches = differing(readBf16(backend, fused.out, n), readBf16(backend, plain.out, n)) +
-        differing(readBf16(backend, fused.residual, n), readBf16(backend, plain.residual, n));
-      for (const t of [fused, plain]) for (const p of Object.values(t)) backend.free(p);
-      return mismatches;
+      const mismatches = differing(readBf16(backend, one.out, n), readBf16(backend, plain.out, n)) +
+        differing(readBf16(backend, one.residual, n), readBf16(backend, plain.residual, n));
+      for (const t of [one, plain]) for (const p of Object.values(t)) backend.free(p);
+      return { applied, mismatches };
     });
     const peer = comm instanceof NcclCommunicator && comm.usesPeerAccess;
     comm.close();
     backend.close();
-    postMessage({ type: "sums", sums, peer, fusedMismatches });
+    postMessage({ type: "sums", sums, peer, fused });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     GroupControl.attach(job.group.control).fail(job.rank, message);
