@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include "common.cuh"
 
 namespace msgl::attn {
 
@@ -68,9 +69,14 @@ __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx(-inf) = +0
 // Online softmax of one key tile for a warp's MT m16 row blocks, in base 2: s holds raw scores (masked ones
 // -inf) and becomes P; m (scaled units) and l are per row, o is rescaled. The max of raw scores scales
 // because scale_log2 > 0. A quad of lanes shares each row (lane/4 and lane/4 + 8 of each block).
+// Straight-line over all 2·MT rows, with one vote and branch for the rescale at the end: a branch per row
+// would split the code into blocks the compiler cannot interleave, leaving each row's short dependency
+// chains (max, shuffles, exp, sum) exposed.
 template <int MT, int NT, int DT>
 __device__ __forceinline__ void online_softmax(float (&s)[MT][NT][4], float (&o)[MT][DT][4], float (&m)[MT][2],
                                                float (&l)[MT][2], float scale_log2) {
+  float alpha[MT][2];
+  bool rescale = false;
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -85,7 +91,8 @@ __device__ __forceinline__ void online_softmax(float (&s)[MT][NT][4], float (&o)
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float mn = fmaxf(m[mt][rh], mx * scale_log2), ref = mn == -INFINITY ? 0.f : mn;
-      const float alpha = fast_exp2(m[mt][rh] - ref);
+      alpha[mt][rh] = fast_exp2(m[mt][rh] - ref);
+      rescale |= alpha[mt][rh] != 1.f;
       m[mt][rh] = mn;
       float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
@@ -95,15 +102,19 @@ __device__ __forceinline__ void online_softmax(float (&s)[MT][NT][4], float (&o)
         sum0 += s[mt][nt][2 * rh];
         sum1 += s[mt][nt][2 * rh + 1];
       }
-      l[mt][rh] = l[mt][rh] * alpha + (sum0 + sum1);
-      if (__any_sync(0xffffffffu, alpha != 1.f)) {  // once the maxima settle, most tiles skip the rescale
-#pragma unroll
-        for (int nt = 0; nt < DT; nt++) {
-          o[mt][nt][2 * rh] *= alpha;
-          o[mt][nt][2 * rh + 1] *= alpha;
-        }
-      }
+      l[mt][rh] = l[mt][rh] * alpha[mt][rh] + (sum0 + sum1);
     }
+  if (__any_sync(0xffffffffu, rescale)) {  // once the maxima settle, most tiles skip the rescale
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < DT; nt++) {
+        o[mt][nt][0] *= alpha[mt][0];
+        o[mt][nt][1] *= alpha[mt][0];
+        o[mt][nt][2] *= alpha[mt][1];
+        o[mt][nt][3] *= alpha[mt][1];
+      }
+  }
 }
 
 // O += P V for NT/2 k16 steps of keys from the V tile at shared address vs (rows row0 + 16·kk): the S
@@ -143,29 +154,9 @@ __device__ __forceinline__ void mma_pv(float (&o)[MT][D / 8][4], const float (&s
   }
 }
 
-// SM count and opt-in shared memory per block of the current device, queried once per device.
-struct DeviceInfo {
-  int id, sms, smem_optin;
-};
-constexpr int kMaxDevices = 64;
-
-inline cudaError_t device_info(DeviceInfo& d) {
-  static std::atomic<int> sms[kMaxDevices], smem[kMaxDevices];
-  cudaError_t e = cudaGetDevice(&d.id);
-  if (e != cudaSuccess) return e;
-  if (d.id < 0 || d.id >= kMaxDevices) return cudaErrorInvalidDevice;
-  d.sms = sms[d.id].load(std::memory_order_acquire);
-  if (d.sms > 0) {
-    d.smem_optin = smem[d.id].load(std::memory_order_relaxed);
-    return cudaSuccess;
-  }
-  if ((e = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, d.id)) != cudaSuccess) return e;
-  if ((e = cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d.id)) != cudaSuccess)
-    return e;
-  smem[d.id].store(d.smem_optin, std::memory_order_relaxed);
-  sms[d.id].store(d.sms, std::memory_order_release);
-  return cudaSuccess;
-}
+using msgl::device_info;
+using msgl::DeviceInfo;
+using msgl::kMaxDevices;
 
 // This thread's msgl_attention_variants choice (attention_variants.cu), with MSGL_ATTN_AUTO resolved.
 int prefill_variant(int tokens);

@@ -1,5 +1,6 @@
 // Shared helpers of the CUDA implementation: errors, launch checks, bf16 conversion, warp reductions.
 #pragma once
+#include <atomic>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -39,6 +40,30 @@ __device__ __forceinline__ float block_sum(float v) {
   __syncthreads();
   v = lane < warps ? partial[lane] : 0.f;
   return warp_sum(v);
+}
+
+// SM count and opt-in shared memory per block of the current device, queried once per device.
+struct DeviceInfo {
+  int id, sms, smem_optin;
+};
+constexpr int kMaxDevices = 64;
+
+inline cudaError_t device_info(DeviceInfo& d) {
+  static std::atomic<int> sms[kMaxDevices], smem[kMaxDevices];
+  cudaError_t e = cudaGetDevice(&d.id);
+  if (e != cudaSuccess) return e;
+  if (d.id < 0 || d.id >= kMaxDevices) return cudaErrorInvalidDevice;
+  d.sms = sms[d.id].load(std::memory_order_acquire);
+  if (d.sms > 0) {
+    d.smem_optin = smem[d.id].load(std::memory_order_relaxed);
+    return cudaSuccess;
+  }
+  if ((e = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, d.id)) != cudaSuccess) return e;
+  if ((e = cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d.id)) != cudaSuccess)
+    return e;
+  smem[d.id].store(d.smem_optin, std::memory_order_relaxed);
+  sms[d.id].store(d.sms, std::memory_order_release);
+  return cudaSuccess;
 }
 
 }  // namespace msgl

@@ -12,8 +12,11 @@ import { PinnedStaging } from "./pinned_staging.ts";
 const STAGING_BYTES = 32 << 20;
 const READBACK_SLOTS = 4;
 const READBACK_SLOT_BYTES = 1 << 20;
+/** Up to this many rows msgl_gemm's GEMV streams the weights faster than cuBLASLt (bench/RESULTS.md). */
+const GEMV_MAX_ROWS = 2;
+const gemvEnabled = process.env.MINISGL_GEMV !== "0";
 
-/** The kernels of libmsgl_cuda, except GEMMs, which go to cuBLASLt. */
+/** The kernels of libmsgl_cuda, except GEMMs of more than GEMV_MAX_ROWS rows, which go to cuBLASLt. */
 class CudaOps extends NativeOps {
   constructor(lib: MsglLibrary, stream: DevicePtr, private readonly lt: CublasLt) {
     super(lib, stream);
@@ -21,7 +24,9 @@ class CudaOps extends NativeOps {
 
   override gemm(y: DevicePtr, x: DevicePtr, w: DevicePtr, bias: DevicePtr, m: number, n: number, k: number, xStride: number,
     outF32: boolean): void {
-    this.lt.gemm(y, x, w, bias, m, n, k, xStride, outF32, this.stream);
+    const gemv = gemvEnabled && m <= GEMV_MAX_ROWS && k % 8 === 0 && xStride % 8 === 0 && x % 16 === 0 && w % 16 === 0;
+    if (gemv) super.gemm(y, x, w, bias, m, n, k, xStride, outF32);
+    else this.lt.gemm(y, x, w, bias, m, n, k, xStride, outF32, this.stream);
   }
 }
 

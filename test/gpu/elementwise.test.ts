@@ -213,10 +213,13 @@ describeGpu("CUDA element-wise kernels match the CPU library", (gpu: Backend, cp
     }
   });
 
-  // [M, N, K, x_stride, bias, fp32 out]
+  // [M, N, K, x_stride, bias, fp32 out]. M ≤ 2 with K and x_stride multiples of 8 take the GEMV (K = 8200: a
+  // partial last round of loads; N = 150000: many rows per warp); the other shapes the tiled kernel.
   for (const [m, n, k, xStride, bias, f32] of [[1, 4096, 4096, 4096, false, false], [7, 3000, 1000, 1000, true, true],
     [256, 1024, 2048, 2048, true, false], [1536, 1536, 256, 264, true, true], [19, 24, 96, 101, true, false],
-    [7, 50, 33, 38, false, true], [100, 70, 200, 200, false, false]] as const) {
+    [7, 50, 33, 38, false, true], [100, 70, 200, 200, false, false], [2, 1000, 1024, 1032, true, true],
+    [1, 77, 2048, 2048, false, false], [2, 130, 8200, 8208, true, true], [1, 150000, 64, 64, true, true],
+    [1, 5, 8, 8, true, false], [2, 50, 33, 38, true, false], [4, 6144, 4096, 4096, true, false]] as const) {
     (cpuOnBothSides ? test.skip : test)(`gemm (msgl_gemm kernel): [${m}×${k}]·[${n}×${k}]ᵀ, x_stride ${xStride}, bias ${bias}, fp32 out ${f32}${GPU_ONLY}`, () => {
       const x = put(bf16Bits(m * xStride, k)), w = put(bf16Bits(n * k, n)), b = put(bf16Bits(n, 3));
       const y = out(m * n * 4);
