@@ -53,6 +53,7 @@ struct Tile {
 
 template <int D, int WARPS, int STAGES>
 __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
+  msgl::begin_dependent();
   using T = Tile<D, WARPS, STAGES>;
   constexpr int DT = D / 8, kStep = T::kThreads / T::kCh;  // O n-tiles; rows between a thread's copies
   extern __shared__ __align__(128) unsigned char smem[];
@@ -193,6 +194,7 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
 template <int D>
 __global__ void __launch_bounds__(128) merge_kernel(msgl_bf16* out, const float* ws_o, const float* ws_lse, int rows,
                                                     int splits) {
+  msgl::begin_dependent();
   constexpr int CPL = (D / 4 + 31) / 32;  // float4 chunks per lane
   const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -236,10 +238,10 @@ int launch(Args a, int batch, const DeviceInfo& dev, cudaStream_t stream) {
     configured[dev.id].store(true, std::memory_order_relaxed);
   }
   a.chunks = (a.group + kRowsPerCta - 1) / kRowsPerCta;
-  kernel<<<dim3(a.splits, a.kv_heads * a.chunks, batch), T::kThreads, T::kSmem, stream>>>(a);
+  msgl::launch_early(kernel, dim3(a.splits, a.kv_heads * a.chunks, batch), T::kThreads, T::kSmem, stream, a);
   if (a.splits > 1) {
     const int rows = batch * a.q_heads;
-    merge_kernel<D><<<(rows + 3) / 4, 128, 0, stream>>>(a.out, a.ws_o, a.ws_lse, rows, a.splits);
+    msgl::launch_early(merge_kernel<D>, (rows + 3) / 4, 128, 0, stream, a.out, a.ws_o, a.ws_lse, rows, a.splits);
   }
   return msgl::launched("attention_decode");
 }

@@ -1,6 +1,8 @@
 // Shared helpers of the CUDA implementation: errors, launch checks, bf16 conversion, warp reductions.
 #pragma once
 #include <atomic>
+#include <cstdlib>
+#include <utility>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -44,26 +46,56 @@ __device__ __forceinline__ float block_sum(float v) {
 
 // SM count and opt-in shared memory per block of the current device, queried once per device.
 struct DeviceInfo {
-  int id, sms, smem_optin;
+  int id, sms, smem_optin, major;
 };
 constexpr int kMaxDevices = 64;
 
 inline cudaError_t device_info(DeviceInfo& d) {
-  static std::atomic<int> sms[kMaxDevices], smem[kMaxDevices];
+  static std::atomic<int> sms[kMaxDevices], smem[kMaxDevices], major[kMaxDevices];
   cudaError_t e = cudaGetDevice(&d.id);
   if (e != cudaSuccess) return e;
   if (d.id < 0 || d.id >= kMaxDevices) return cudaErrorInvalidDevice;
   d.sms = sms[d.id].load(std::memory_order_acquire);
   if (d.sms > 0) {
     d.smem_optin = smem[d.id].load(std::memory_order_relaxed);
+    d.major = major[d.id].load(std::memory_order_relaxed);
     return cudaSuccess;
   }
+  if ((e = cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, d.id)) != cudaSuccess) return e;
   if ((e = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, d.id)) != cudaSuccess) return e;
   if ((e = cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d.id)) != cudaSuccess)
     return e;
   smem[d.id].store(d.smem_optin, std::memory_order_relaxed);
+  major[d.id].store(d.major, std::memory_order_relaxed);
   sms[d.id].store(d.sms, std::memory_order_release);
   return cudaSuccess;
+}
+
+// Programmatic dependent launch (sm_90+) for the small kernels of a decode step: launch_early starts a kernel
+// while the one before it on the stream is still finishing, so the launch and the block scheduling overlap
+// its tail. Such a kernel must call begin_dependent() before touching global memory: it waits until the
+// previous kernel has completed and its writes are visible, then lets the next early launch proceed.
+// Elsewhere both are plain launches / no-ops. MSGL_PDL=0 turns early launches off.
+__device__ __forceinline__ void begin_dependent() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                         Args&&... args) {
+  static const bool enabled = !(getenv("MSGL_PDL") && getenv("MSGL_PDL")[0] == '0');
+  DeviceInfo dev;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid, config.blockDim = block, config.dynamicSmemBytes = smem, config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = enabled && device_info(dev) == cudaSuccess && dev.major >= 9 ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace msgl

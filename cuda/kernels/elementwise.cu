@@ -24,6 +24,7 @@ __device__ __forceinline__ void zero_row(msgl_bf16* dst, int n) {
 template <int V>
 __global__ void embedding_kernel(msgl_bf16* out, const msgl_bf16* table, const int32_t* ids, int hidden, int vocab_start,
                                  int vocab_local) {
+  begin_dependent();
   int local = ids[blockIdx.x] - vocab_start;
   msgl_bf16* dst = out + (size_t)blockIdx.x * hidden;
   if (local >= 0 && local < vocab_local) copy_row<V>(dst, table + (size_t)local * hidden, hidden);
@@ -34,6 +35,7 @@ __global__ void embedding_kernel(msgl_bf16* out, const msgl_bf16* table, const i
 template <int V>
 __global__ void rmsnorm_kernel(msgl_bf16* out, msgl_bf16* residual, const msgl_bf16* x, const msgl_bf16* w, int dim,
                                float eps) {
+  begin_dependent();
   const size_t base = (size_t)blockIdx.x * dim;
   const msgl_bf16* xr = x + base;
   rmsnorm_row<V>(out + base, residual ? residual + base : nullptr, [xr](int i, float (&v)[V]) { load_bf16<V>(xr + i, v); }, w,
@@ -69,6 +71,7 @@ __global__ void rope_kernel(msgl_bf16* q, msgl_bf16* k, const int32_t* positions
 // grid (rows, column blocks); one vector per thread.
 template <int V>
 __global__ void silu_mul_kernel(msgl_bf16* out, const msgl_bf16* gate_up, int inter) {
+  begin_dependent();
   int i = (blockIdx.y * blockDim.x + threadIdx.x) * V;
   if (i >= inter) return;
   const msgl_bf16* g = gate_up + (size_t)blockIdx.x * 2 * inter + i;
@@ -137,8 +140,7 @@ int norm_launch(const char* op, msgl_bf16* out, msgl_bf16* residual, const msgl_
   if (rows == 0) return MSGL_OK;
   bool vec = dim % 8 == 0 && aligned16(out) && aligned16(residual) && aligned16(x) && aligned16(w);
   int threads = block_threads(vec ? dim / 8 : dim, 512);
-  if (vec) rmsnorm_kernel<8><<<rows, threads, 0, as_stream(stream)>>>(out, residual, x, w, dim, eps);
-  else rmsnorm_kernel<1><<<rows, threads, 0, as_stream(stream)>>>(out, residual, x, w, dim, eps);
+  launch_early(vec ? rmsnorm_kernel<8> : rmsnorm_kernel<1>, rows, threads, 0, as_stream(stream), out, residual, x, w, dim, eps);
   return launched(op);
 }
 
@@ -152,8 +154,8 @@ extern "C" int msgl_embedding(msgl_bf16* out, const msgl_bf16* table, const int3
   if (tokens == 0) return MSGL_OK;
   bool vec = hidden % 8 == 0 && aligned16(out) && aligned16(table);
   int threads = block_threads(vec ? hidden / 8 : hidden, 256);
-  if (vec) embedding_kernel<8><<<tokens, threads, 0, as_stream(stream)>>>(out, table, ids, hidden, vocab_start, vocab_local);
-  else embedding_kernel<1><<<tokens, threads, 0, as_stream(stream)>>>(out, table, ids, hidden, vocab_start, vocab_local);
+  launch_early(vec ? embedding_kernel<8> : embedding_kernel<1>, tokens, threads, 0, as_stream(stream), out, table, ids, hidden,
+               vocab_start, vocab_local);
   return launched("embedding");
 }
 
@@ -205,8 +207,7 @@ extern "C" int msgl_silu_mul(msgl_bf16* out, const msgl_bf16* gate_up, int rows,
   bool vec = inter % 8 == 0 && aligned16(out) && aligned16(gate_up);
   int units = vec ? inter / 8 : inter, threads = block_threads(units, 256);
   dim3 grid(rows, (units + threads - 1) / threads);
-  if (vec) silu_mul_kernel<8><<<grid, threads, 0, as_stream(stream)>>>(out, gate_up, inter);
-  else silu_mul_kernel<1><<<grid, threads, 0, as_stream(stream)>>>(out, gate_up, inter);
+  launch_early(vec ? silu_mul_kernel<8> : silu_mul_kernel<1>, grid, threads, 0, as_stream(stream), out, gate_up, inter);
   return launched("silu_mul");
 }
 

@@ -191,6 +191,7 @@ template <int M>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const msgl_bf16* x, const msgl_bf16* w,
                                                                const msgl_bf16* bias, int N, int K, int x_stride,
                                                                int out_f32) {
+  begin_dependent();
   const int lane = threadIdx.x & 31, warps = gridDim.x * kGemvWarps, chunks = K / 8;
   for (int n = blockIdx.x * kGemvWarps + (threadIdx.x >> 5); n < N; n += warps) {
     const msgl_bf16* wr = w + (size_t)n * K;
@@ -235,7 +236,7 @@ int launch_gemv(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16
   // The fewest rows per warp that one wave of resident warps covers, then just enough warps for them.
   const long long wave = (long long)dev.sms * occ * kGemvWarps, per_warp = (N + wave - 1) / wave;
   const int grid = (int)(((N + per_warp - 1) / per_warp + kGemvWarps - 1) / kGemvWarps);
-  gemv_kernel<M><<<grid, 32 * kGemvWarps, 0, s>>>(y, x, w, bias, N, K, x_stride, out_f32);
+  launch_early(gemv_kernel<M>, grid, 32 * kGemvWarps, 0, s, y, x, w, bias, N, K, x_stride, out_f32);
   return launched("gemm");
 }
 

@@ -104,6 +104,7 @@ __device__ __forceinline__ void push(const Group& g, uint32_t area, int64_t i, i
 
 // buf[0, vectors · 8) in place; block b's share: vectors b·kThreads + t, strided by the grid.
 __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msgl_bf16* buf, int64_t vectors) {
+  msgl::begin_dependent();
   const uint32_t epoch = begin(g), area = epoch & 1;
   int4* v = reinterpret_cast<int4*>(buf);
   const int64_t first = (int64_t)blockIdx.x * kThreads + threadIdx.x, step = (int64_t)kBlocks * kThreads;
@@ -121,6 +122,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msg
 __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const Group g, msgl_bf16* out, msgl_bf16* residual,
                                                                           const msgl_bf16* x, const msgl_bf16* w, int rows,
                                                                           int dim, float eps) {
+  msgl::begin_dependent();
   const uint32_t epoch = begin(g), area = epoch & 1;
   const int vecs = dim / 8;
   for (int row = blockIdx.x; row < rows; row += kBlocks)
@@ -184,7 +186,7 @@ extern "C" int msgl_peer_all_reduce(msgl_bf16* buf, int64_t count, const uint64_
   if (int e = make_group(g, regions, rank, size, capacity, abort_flag, timeout_ns)) return e;
   MSGL_CHECK(buf && count >= 0 && count * 2 <= capacity && count % 8 == 0 && msgl::aligned16(buf),
              "peer_all_reduce: count must fit a slot, be a multiple of 8 and buf 16-byte aligned");
-  all_reduce_kernel<<<kBlocks, kThreads, 0, msgl::as_stream(stream)>>>(g, buf, count / 8);
+  msgl::launch_early(all_reduce_kernel, kBlocks, kThreads, 0, msgl::as_stream(stream), g, buf, count / 8);
   return msgl::launched("peer_all_reduce");
 }
 
@@ -199,6 +201,7 @@ extern "C" int msgl_peer_all_reduce_add_rmsnorm(msgl_bf16* out, msgl_bf16* resid
   MSGL_CHECK(out && residual && x && w && rows >= 0 && dim > 0 && dim % 8 == 0 && (int64_t)rows * dim * 2 <= capacity &&
                  msgl::aligned16(out) && msgl::aligned16(residual) && msgl::aligned16(x) && msgl::aligned16(w),
              "peer_all_reduce_add_rmsnorm: rows · dim must fit a slot, dim be a multiple of 8 and pointers 16-byte aligned");
-  all_reduce_add_rmsnorm_kernel<<<kBlocks, kThreads, 0, msgl::as_stream(stream)>>>(g, out, residual, x, w, rows, dim, eps);
+  msgl::launch_early(all_reduce_add_rmsnorm_kernel, kBlocks, kThreads, 0, msgl::as_stream(stream), g, out, residual, x, w,
+                     rows, dim, eps);
   return msgl::launched("peer_all_reduce_add_rmsnorm");
 }

@@ -15,6 +15,7 @@ __global__ void qk_norm_rope_store_kernel(msgl_bf16* qkv, const msgl_bf16* q_nor
                                           const int32_t* positions, const float* cos_sin, msgl_bf16* k_cache,
                                           msgl_bf16* v_cache, const int32_t* slots, int q_heads, int kv_heads,
                                           int head_dim, int rotary_dim, float eps) {
+  begin_dependent();
   const int t = blockIdx.x, warps = blockDim.x / 32, heads = q_heads + 2 * kv_heads;
   msgl_bf16* row = qkv + (size_t)t * heads * head_dim;
   const float* cs = cos_sin + (size_t)positions[t] * rotary_dim;
@@ -52,11 +53,7 @@ extern "C" int msgl_qk_norm_rope_store(msgl_bf16* qkv, const msgl_bf16* q_norm, 
   int heads = q_heads + 2 * kv_heads, warps = heads < kMaxWarps ? heads : kMaxWarps;
   bool vec = head_dim % 8 == 0 && rotary_dim % 16 == 0 && aligned16(qkv) && aligned16(q_norm) && aligned16(k_norm) &&
              aligned16(cos_sin) && aligned16(k_cache) && aligned16(v_cache);
-  if (vec)
-    qk_norm_rope_store_kernel<8><<<tokens, 32 * warps, 0, as_stream(stream)>>>(
-        qkv, q_norm, k_norm, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim, rotary_dim, eps);
-  else
-    qk_norm_rope_store_kernel<1><<<tokens, 32 * warps, 0, as_stream(stream)>>>(
-        qkv, q_norm, k_norm, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim, rotary_dim, eps);
+  launch_early(vec ? qk_norm_rope_store_kernel<8> : qk_norm_rope_store_kernel<1>, tokens, 32 * warps, 0, as_stream(stream),
+               qkv, q_norm, k_norm, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim, rotary_dim, eps);
   return launched("qk_norm_rope_store");
 }

@@ -18,6 +18,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, const fl
                                                           const float* temperature, const int32_t* top_k,
                                                           const float* top_p, const float* min_p,
                                                           const uint32_t* seeds, const int32_t* steps) {
+  msgl::begin_dependent();
   __shared__ Shared s;
   const int r = blockIdx.x, idbits = vocab > 1 ? 32 - __clz(vocab - 1) : 0;
   Row row{logits + (size_t)r * vocab, vocab, idbits, 0.f, temperature[r], min_p[r], ldexpf(1.f, 63 - idbits)};
@@ -59,6 +60,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* out, const fl
 }
 
 __global__ void __launch_bounds__(kThreads) argmax_kernel(int32_t* out, const float* __restrict__ logits, int vocab) {
+  msgl::begin_dependent();
   __shared__ Reduce red;
   const int best = block_argmax(red, logits + (size_t)blockIdx.x * vocab, vocab);
   if (threadIdx.x == 0) out[blockIdx.x] = best;
@@ -133,7 +135,7 @@ __global__ void add_sparse_kernel(float* logits, int vocab, int entries, const i
 extern "C" int msgl_argmax(int32_t* out, const float* logits, int rows, int vocab, msgl_stream stream) {
   MSGL_CHECK(rows >= 0 && vocab > 0, "argmax: bad shape");
   if (rows == 0) return MSGL_OK;
-  argmax_kernel<<<rows, kThreads, 0, msgl::as_stream(stream)>>>(out, logits, vocab);
+  msgl::launch_early(argmax_kernel, rows, kThreads, 0, msgl::as_stream(stream), out, logits, vocab);
   return msgl::launched("argmax");
 }
 
@@ -162,8 +164,8 @@ extern "C" int msgl_sample(int32_t* out, const float* logits, int rows, int voca
                            const int32_t* steps, msgl_stream stream) {
   MSGL_CHECK(rows >= 0 && vocab > 0, "sample: bad shape");
   if (rows == 0) return MSGL_OK;
-  sample_kernel<<<rows, kThreads, 0, msgl::as_stream(stream)>>>(out, logits, vocab, temperature, top_k, top_p, min_p,
-                                                                seeds, steps);
+  msgl::launch_early(sample_kernel, rows, kThreads, 0, msgl::as_stream(stream), out, logits, vocab, temperature, top_k,
+                     top_p, min_p, seeds, steps);
   return msgl::launched("sample");
 }
 
