@@ -75,7 +75,7 @@ inline cudaError_t device_info(DeviceInfo& d) {
 // while the one before it on the stream is still finishing, so the launch and the block scheduling overlap
 // its tail. Such a kernel must call begin_dependent() before touching global memory: it waits until the
 // previous kernel has completed and its writes are visible, then lets the next early launch proceed.
-// Elsewhere both are plain launches / no-ops. MSGL_PDL=0 turns early launches off.
+// Elsewhere both are plain launches / no-ops. MINISGL_PDL=0 turns early launches off.
 __device__ __forceinline__ void begin_dependent() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -86,7 +86,7 @@ __device__ __forceinline__ void begin_dependent() {
 template <typename... Params, typename... Args>
 cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                          Args&&... args) {
-  static const bool enabled = !(getenv("MSGL_PDL") && getenv("MSGL_PDL")[0] == '0');
+  static const bool enabled = !(getenv("MINISGL_PDL") && getenv("MINISGL_PDL")[0] == '0');
   DeviceInfo dev;
   cudaLaunchAttribute attr;
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
