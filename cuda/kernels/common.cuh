@@ -44,7 +44,8 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
-// SM count and opt-in shared memory per block of the current device, queried once per device.
+// SM count, opt-in shared memory per block and compute capability (major) of the current device, queried
+// once per device.
 struct DeviceInfo {
   int id, sms, smem_optin, major;
 };
