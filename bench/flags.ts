@@ -12,6 +12,18 @@ export interface FlagDef {
 
 export class BenchFlagError extends Error {}
 
+// Flags several bench commands share, declared once.
+export const MODEL_FLAG: FlagDef = { name: "model", value: "dir|id", help: "Model directory or Hugging Face id (a config-only Qwen dir works with --dummy-weight)" };
+export const DEVICE_FLAG: FlagDef = { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" };
+export const DUMMY_WEIGHT_FLAG: FlagDef = { name: "dummy-weight", help: "Random weights from config.json alone" };
+/** --json and --record; `report` names what goes to stderr when --json prints the JSON line. */
+export function outputFlags(report: string): FlagDef[] {
+  return [
+    { name: "json", help: `Print one JSON line (the ${report} goes to stderr)` },
+    { name: "record", value: "file", help: "Append the JSON result to this JSON-lines file (e.g. bench/results.jsonl)" },
+  ];
+}
+
 export type FlagValues = Record<string, string | boolean | undefined>;
 
 export function helpText(command: string, summary: string, defs: FlagDef[]): string {

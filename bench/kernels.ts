@@ -18,14 +18,13 @@ import { gpuSpec, type GpuSpec } from "./roofline.ts";
 import * as units from "./units.ts";
 
 const FLAGS: flag.FlagDef[] = [
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" },
+  flag.DEVICE_FLAG,
   { name: "sizes", value: "full|smoke", help: "Case list: real shapes, or small ones for a CPU smoke run (default: full on cuda, smoke on cpu)" },
   { name: "filter", value: "regex", help: "Only cases whose name matches" },
   { name: "min-time-ms", value: "ms", help: "mitata's minimum measuring time per case (default: 500 on cuda, 50 on cpu)" },
   { name: "torch-json", value: "file", help: "bench/torch_ref.py's output for the same cases: adds PyTorch's times and ratios" },
   { name: "print-cases", help: "Print the case list as JSON (the input of bench/torch_ref.py) and exit" },
-  { name: "json", help: "Print one JSON line (the table goes to stderr)" },
-  { name: "record", value: "file", help: "Append the JSON result to this JSON-lines file (e.g. bench/results.jsonl)" },
+  ...flag.outputFlags("table"),
 ];
 
 interface TorchResult {

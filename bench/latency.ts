@@ -27,9 +27,9 @@ import { median } from "./stats.ts";
 import * as units from "./units.ts";
 
 const FLAGS: flag.FlagDef[] = [
-  { name: "model", value: "dir|id", help: "Model directory or Hugging Face id (a config-only Qwen dir works with --dummy-weight)" },
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" },
-  { name: "dummy-weight", help: "Random weights from config.json alone" },
+  flag.MODEL_FLAG,
+  flag.DEVICE_FLAG,
+  flag.DUMMY_WEIGHT_FLAG,
   { name: "batch", value: "b1,b2,...", help: "Decode batch sizes", default: "1,64" },
   { name: "context", value: "l1,l2,...", help: "KV length of each decode request (the new token included)", default: "1024" },
   { name: "prefill-batch", value: "n", help: "Requests in the prefill", default: "1" },
@@ -39,8 +39,7 @@ const FLAGS: flag.FlagDef[] = [
   { name: "cuda-graph-max-bs", value: "n", help: "Largest decode batch replayed from a CUDA graph; 0 disables (cuda)", default: "256" },
   { name: "seed", value: "n", help: "Seed of the input ids and dummy weights", default: "0" },
   { name: "tp", value: "n", help: "Tensor-parallel ranks (one Worker and GPU each)", default: "1" },
-  { name: "json", help: "Print one JSON line (the table goes to stderr)" },
-  { name: "record", value: "file", help: "Append the JSON result to this JSON-lines file (e.g. bench/results.jsonl)" },
+  ...flag.outputFlags("table"),
 ];
 
 /** Median wall time of `run` in ms over `steps` runs after `warmup`, the device synchronized around each. */

@@ -13,9 +13,9 @@ import { appendRecord, overlapEnabled, recordHead } from "./record.ts";
 import { gpuSpec, offlineRooflineSeconds } from "./roofline.ts";
 
 const FLAGS: flag.FlagDef[] = [
-  { name: "model", value: "dir|id", help: "Model directory or Hugging Face id (a config-only Qwen dir works with --dummy-weight)" },
-  { name: "device", value: "cpu|cuda", help: "Backend (default: cuda when a GPU and build/libmsgl_cuda.so are usable, else cpu)" },
-  { name: "dummy-weight", help: "Random weights from config.json alone" },
+  flag.MODEL_FLAG,
+  flag.DEVICE_FLAG,
+  flag.DUMMY_WEIGHT_FLAG,
   { name: "num-seqs", value: "n", help: "Requests", default: "256" },
   { name: "input-len", value: "min,max", help: "Prompt length range in tokens (uniform, both ends included)", default: "100,1024" },
   { name: "output-len", value: "min,max", help: "Output length range in tokens (max_tokens, ignore_eos)", default: "100,1024" },
@@ -31,8 +31,7 @@ const FLAGS: flag.FlagDef[] = [
   { name: "memory-ratio", value: "x", help: "cuda: share of GPU memory for weights, activations and KV (default: the engine's)" },
   { name: "cuda-graph-max-bs", value: "n", help: "cuda: largest decode batch replayed from a CUDA graph; 0 disables (default: the engine's)" },
   { name: "skip-warmup", help: "Do not run the untimed warm-up request" },
-  { name: "json", help: "Print one JSON line (the summary goes to stderr)" },
-  { name: "record", value: "file", help: "Append the JSON result to this JSON-lines file (e.g. bench/results.jsonl)" },
+  ...flag.outputFlags("summary"),
 ];
 
 async function main(): Promise<void> {

@@ -30,8 +30,7 @@ const FLAGS: flag.FlagDef[] = [
   { name: "api-key", value: "key", help: "Bearer token" },
   { name: "warmup-requests", value: "n", help: "Untimed requests (16 output tokens) before the run", default: "1" },
   { name: "server-hardware", value: "label", help: "What the server runs on, for the report (default: this machine's GPU or CPU for a loopback URL)" },
-  { name: "json", help: "Print one JSON line (the table goes to stderr)" },
-  { name: "record", value: "file", help: "Append the JSON result to this JSON-lines file (e.g. bench/results.jsonl)" },
+  ...flag.outputFlags("table"),
 ];
 
 class Semaphore {
