@@ -191,18 +191,31 @@ template <int M>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const msgl_bf16* x, const msgl_bf16* w,
                                                                const msgl_bf16* bias, int N, int K, int x_stride,
                                                                int out_f32) {
-  begin_dependent();
-  const int lane = threadIdx.x & 31, warps = gridDim.x * kGemvWarps, chunks = K / 8;
-  for (int n = blockIdx.x * kGemvWarps + (threadIdx.x >> 5); n < N; n += warps) {
+  const int lane = threadIdx.x & 31, first = blockIdx.x * kGemvWarps + (threadIdx.x >> 5), warps = gridDim.x * kGemvWarps;
+  const int chunks = K / 8;
+  constexpr int kRound = 32 * kGemvUnroll;  // chunks per round of loads
+  uint4 wv[kGemvUnroll];
+  auto load_round = [&](int n, int base) {
     const msgl_bf16* wr = w + (size_t)n * K;
-    float acc[M] = {};
-    for (int c0 = lane; c0 < chunks; c0 += 32 * kGemvUnroll) {
-      uint4 wv[kGemvUnroll];
 #pragma unroll
-      for (int u = 0; u < kGemvUnroll; u++) wv[u] = load16<true>(wr + 8 * (c0 + 32 * u), c0 + 32 * u < chunks);
+    for (int u = 0; u < kGemvUnroll; u++) {
+      const int c = base + lane + 32 * u;
+      wv[u] = load16<true>(wr + 8 * c, c < chunks);
+    }
+  };
+  // w is no output of the previous kernel: the first round of this warp's loads goes out while that kernel
+  // still runs (programmatic dependent launch), which hides the start of the stream behind it.
+  if (first < N) load_round(first, 0);
+  begin_dependent();
+  bool loaded = first < N;
+  for (int n = first; n < N; n += warps) {
+    float acc[M] = {};
+    for (int base = 0; base < chunks; base += kRound) {
+      if (!loaded) load_round(n, base);
+      loaded = false;
 #pragma unroll
       for (int u = 0; u < kGemvUnroll; u++) {
-        const int c = c0 + 32 * u;
+        const int c = base + lane + 32 * u;
 #pragma unroll
         for (int m = 0; m < M; m++) acc[m] = dot8(wv[u], load16<false>(x + (size_t)m * x_stride + 8 * c, c < chunks), acc[m]);
       }

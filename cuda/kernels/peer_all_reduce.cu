@@ -4,14 +4,16 @@
 // rank's buffers are addresses every GPU can use (no IPC handles). GPU only: the CPU twin reduces in shared
 // memory, and larger or multi-node all-reduces go to NCCL (src/backend/nccl.ts).
 //
-// Each rank owns a region: a signal area (flags[block][rank], epochs[block]) and two staging areas with one
-// slot per rank. A call with epoch e (the call count, kept per block on the GPU so CUDA graphs replay it) has
-// every block write its share of the input into slot `rank` of staging area e % 2 of EVERY rank (remote
-// stores, which need no round trip), tell every peer "block b reached e", wait for the same word from every
-// peer, then sum its share over the slots of its own region in rank order (so every rank gets the same bits).
-// The grid is always kBlocks, so block b's share is the same on every rank and in every call. Two staging
-// areas make one barrier per call enough: a peer writes area e % 2 again only in call e + 2, after its call
-// e + 1 met this rank's call e + 1, which starts after this rank's call e ended.
+// Each rank owns a region: a signal area (per block its call count, per staging area how many vectors its
+// last call filled) and three staging areas with one slot per rank. Call e (the count, kept per block on the
+// GPU so CUDA graphs replay it) uses area e % 3: every block writes its share of the input into slot `rank`
+// of that area on EVERY rank (remote stores), then reads its share of every slot of its own region, each
+// 16-byte vector as soon as it has arrived, and sums the slots in rank order (so every rank gets the same
+// bits). Arrival needs no flag and no fence: slots hold bf16 values with the sign bit flipped, so an all-zero
+// half-word, which a cleared slot holds, is a value never sent (−0 is sent as +0, the sum does not change).
+// Call e also clears area (e − 1) % 3 of its own region. That is safe: every peer finished writing it before
+// this rank finished call e − 1, and a peer writes it again only in call e + 2, after this rank's call e + 1
+// data reached it. The grid is always kBlocks, so block b's share is the same on every rank and in every call.
 #include <cstdint>
 #include "bf16_rows.cuh"
 
@@ -19,8 +21,9 @@ namespace {
 constexpr int kMaxRanks = 8;
 constexpr int kBlocks = 32;
 constexpr int kThreads = 512;
-constexpr int64_t kSignalBytes = 4096;  // flags [kBlocks][kMaxRanks], then epochs [kBlocks]
-static_assert((kBlocks * kMaxRanks + kBlocks) * 4 <= kSignalBytes, "signal area too small");
+constexpr int kAreas = 3;
+constexpr int64_t kSignalBytes = 4096;  // epochs [kBlocks], then vectors used [kAreas]
+static_assert((kBlocks + kAreas) * 4 <= kSignalBytes, "signal area too small");
 
 struct Group {
   char* regions[kMaxRanks];
@@ -30,28 +33,38 @@ struct Group {
   int rank, size;
 };
 
-__device__ __forceinline__ uint32_t* flags(char* region) { return reinterpret_cast<uint32_t*>(region); }
-__device__ __forceinline__ uint32_t* epochs(char* region) { return reinterpret_cast<uint32_t*>(region) + kBlocks * kMaxRanks; }
+__device__ __forceinline__ uint32_t* epochs(char* region) { return reinterpret_cast<uint32_t*>(region); }
+__device__ __forceinline__ uint32_t* used(char* region) { return reinterpret_cast<uint32_t*>(region) + kBlocks; }
 // Slot `from` of staging area `area` in `region`.
-__device__ __forceinline__ int4* slot(const Group& g, char* region, uint32_t area, int from) {
-  return reinterpret_cast<int4*>(region + kSignalBytes + ((int64_t)area * g.size + from) * g.capacity);
+__device__ __forceinline__ uint4* slot(const Group& g, char* region, uint32_t area, int from) {
+  return reinterpret_cast<uint4*>(region + kSignalBytes + ((int64_t)area * g.size + from) * g.capacity);
 }
 
-__device__ __forceinline__ void store_release(uint32_t* p, uint32_t v) {
-  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-__device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
-  uint32_t v;
-  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 __device__ __forceinline__ uint64_t now_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
 
-// The block's epoch for this call (its previous one + 1).
+// Two bf16 values as sent: sign bits flipped, and a half that would be zero (the value was −0) sent as +0.
+__device__ __forceinline__ uint32_t encode(uint32_t v) {
+  uint32_t w = v ^ 0x80008000u;
+  if ((w & 0xffffu) == 0) w |= 0x8000u;
+  if ((w >> 16) == 0) w |= 0x80000000u;
+  return w;
+}
+__device__ __forceinline__ bool has_arrived(uint32_t w) { return (w & 0xffffu) != 0 && (w >> 16) != 0; }
+
+__device__ __forceinline__ void store_volatile(uint4* p, uint4 v) {
+  asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
+__device__ __forceinline__ uint4 load_volatile(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+  return v;
+}
+
+// This block's call number (its previous one + 1); thread 0 records it once the block is done with it.
 __device__ __forceinline__ uint32_t begin(const Group& g) {
   __shared__ uint32_t epoch;
   if (threadIdx.x == 0) epoch = epochs(g.regions[g.rank])[blockIdx.x] + 1;
@@ -59,62 +72,74 @@ __device__ __forceinline__ uint32_t begin(const Group& g) {
   return epoch;
 }
 
-// After this block pushed its share to every rank: signals them and waits for theirs. Returns false when the
-// group failed meanwhile (the block then skips the sum; the output is discarded anyway).
-__device__ bool meet(const Group& g, uint32_t epoch) {
-  __shared__ int ok;
-  char* self = g.regions[g.rank];
-  __syncthreads();
-  if (threadIdx.x == 0) ok = 1;
-  if (threadIdx.x < g.size) {
-    __threadfence_system();
-    store_release(flags(g.regions[threadIdx.x]) + blockIdx.x * kMaxRanks + g.rank, epoch);
-    const uint32_t* flag = flags(self) + blockIdx.x * kMaxRanks + threadIdx.x;
-    const uint64_t start = now_ns();
-    for (uint32_t spin = 1; static_cast<int32_t>(load_acquire(flag) - epoch) < 0; spin++) {  // a peer may be at epoch + 1
-      if ((spin & 1023) != 0) continue;
-      if (*g.abort_flag) {
-        ok = 0;
-        break;
-      }
-      if (now_ns() - start > g.timeout_ns) __trap();  // no host left to free us: fail the context, don't hang
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) epochs(self)[blockIdx.x] = epoch;
-  return ok;
+// Writes vector i of this rank's input into slot `rank` of `area` on every rank.
+__device__ __forceinline__ void push(const Group& g, uint32_t area, int64_t i, uint4 v) {
+  const uint4 w = make_uint4(encode(v.x), encode(v.y), encode(v.z), encode(v.w));
+  for (int r = 0; r < g.size; r++) store_volatile(slot(g, g.regions[r], area, g.rank) + i, w);
 }
 
-// Sum of vector i over every rank's slot of staging area `area` here, in rank order, in fp32.
-__device__ __forceinline__ void sum_slots(const Group& g, uint32_t area, int64_t i, float (&sum)[8]) {
+// Zeroes this block's share of what the previous call left in its area of this rank's region.
+__device__ void clear_previous(const Group& g, uint32_t epoch) {
+  char* self = g.regions[g.rank];
+  const uint32_t area = (epoch + kAreas - 1) % kAreas;
+  const int64_t vectors = used(self)[area], total = vectors * g.size;
+  for (int64_t j = (int64_t)blockIdx.x * kThreads + threadIdx.x; j < total; j += (int64_t)kBlocks * kThreads)
+    slot(g, self, area, (int)(j / vectors))[j % vectors] = make_uint4(0, 0, 0, 0);
+}
+
+// After every block's pushes: records how many vectors this call put in each slot (for the call that clears
+// them) and the block's call number.
+__device__ __forceinline__ void finish(const Group& g, uint32_t epoch, int64_t vectors) {
+  char* self = g.regions[g.rank];
+  if (threadIdx.x == 0) {
+    if (blockIdx.x == 0) used(self)[epoch % kAreas] = (uint32_t)vectors;
+    epochs(self)[blockIdx.x] = epoch;
+  }
+}
+
+// Sum of vector i over every rank's slot of `area` here, in rank order, in fp32, waiting for each to arrive.
+// Once the group failed it stops waiting (the output is discarded then); a wait past timeout_ns traps, as no
+// host is left to free it.
+__device__ void sum_slots(const Group& g, uint32_t area, int64_t i, float (&sum)[8]) {
   char* self = g.regions[g.rank];
 #pragma unroll
   for (int j = 0; j < 8; j++) sum[j] = 0.f;
   for (int r = 0; r < g.size; r++) {
-    float v[8];
-    msgl::load_bf16<8>(reinterpret_cast<const msgl_bf16*>(slot(g, self, area, r) + i), v);
+    const uint4* p = slot(g, self, area, r) + i;
+    uint4 w = load_volatile(p);
+    if (!(has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w))) {
+      const uint64_t start = now_ns();
+      for (uint32_t spin = 1;; spin++) {
+        w = load_volatile(p);
+        if (has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w)) break;
+        if ((spin & 1023) != 0) continue;
+        if (*g.abort_flag) break;
+        if (now_ns() - start > g.timeout_ns) __trap();
+      }
+    }
+    const uint32_t v[4] = {w.x ^ 0x80008000u, w.y ^ 0x80008000u, w.z ^ 0x80008000u, w.w ^ 0x80008000u};
 #pragma unroll
-    for (int j = 0; j < 8; j++) sum[j] += v[j];
+    for (int j = 0; j < 4; j++) {
+      sum[2 * j] += __uint_as_float(v[j] << 16);
+      sum[2 * j + 1] += __uint_as_float(v[j] & 0xffff0000u);
+    }
   }
-}
-
-__device__ __forceinline__ void push(const Group& g, uint32_t area, int64_t i, int4 v) {
-  for (int r = 0; r < g.size; r++) slot(g, g.regions[r], area, g.rank)[i] = v;
 }
 
 // buf[0, vectors · 8) in place; block b's share: vectors b·kThreads + t, strided by the grid.
 __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msgl_bf16* buf, int64_t vectors) {
   msgl::begin_dependent();
-  const uint32_t epoch = begin(g), area = epoch & 1;
-  int4* v = reinterpret_cast<int4*>(buf);
+  const uint32_t epoch = begin(g), area = epoch % kAreas;
+  uint4* v = reinterpret_cast<uint4*>(buf);
   const int64_t first = (int64_t)blockIdx.x * kThreads + threadIdx.x, step = (int64_t)kBlocks * kThreads;
   for (int64_t i = first; i < vectors; i += step) push(g, area, i, v[i]);
-  if (!meet(g, epoch)) return;
+  clear_previous(g, epoch);
   for (int64_t i = first; i < vectors; i += step) {
     float sum[8];
     sum_slots(g, area, i, sum);
     msgl::store_bf16<8>(reinterpret_cast<msgl_bf16*>(v + i), sum);
   }
+  finish(g, epoch, vectors);
 }
 
 // residual += Σ_ranks x (the sum rounded to bf16 first); out = rmsnorm(residual) · w. Block b's share: rows b,
@@ -123,14 +148,14 @@ __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const 
                                                                           const msgl_bf16* x, const msgl_bf16* w, int rows,
                                                                           int dim, float eps) {
   msgl::begin_dependent();
-  const uint32_t epoch = begin(g), area = epoch & 1;
+  const uint32_t epoch = begin(g), area = epoch % kAreas;
   const int vecs = dim / 8;
   for (int row = blockIdx.x; row < rows; row += kBlocks)
     for (int c = threadIdx.x; c < vecs; c += kThreads) {
       const int64_t i = (int64_t)row * vecs + c;
-      push(g, area, i, reinterpret_cast<const int4*>(x)[i]);
+      push(g, area, i, reinterpret_cast<const uint4*>(x)[i]);
     }
-  if (!meet(g, epoch)) return;
+  clear_previous(g, epoch);
   for (int row = blockIdx.x; row < rows; row += kBlocks) {
     const int64_t first = (int64_t)row * vecs;
     auto reduced_x = [&](int i, float (&v)[8]) {  // Σ_ranks x, rounded to bf16 as the all-reduce would store it
@@ -140,6 +165,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const 
     };
     msgl::rmsnorm_row<8>(out + (int64_t)row * dim, residual + (int64_t)row * dim, reduced_x, w, dim, eps);
   }
+  finish(g, epoch, (int64_t)rows * vecs);
 }
 
 int make_group(Group& g, const uint64_t* regions, int rank, int size, int64_t capacity, const int32_t* abort_flag,
@@ -158,7 +184,7 @@ int make_group(Group& g, const uint64_t* regions, int rank, int size, int64_t ca
 
 // Bytes of one rank's region for a group of `size` with slots of `capacity` bytes; zero it before any peer
 // may write.
-extern "C" int64_t msgl_peer_region_bytes(int64_t capacity, int size) { return kSignalBytes + 2 * (int64_t)size * capacity; }
+extern "C" int64_t msgl_peer_region_bytes(int64_t capacity, int size) { return kSignalBytes + kAreas * (int64_t)size * capacity; }
 
 // Lets this thread's GPU use `peer_device`'s memory. Returns MSGL_OK, MSGL_ERR_UNSUPPORTED when the two GPUs
 // have no peer access, MSGL_ERR_DEVICE on other errors.

@@ -22,7 +22,7 @@ const SYMBOLS = {
 } as const;
 
 /** Bytes of one rank's staging slot: all-reduces up to this size take the peer path (a 256-token batch of
- * Qwen3-8B's 4096-wide hidden states is 2 MiB). Each rank holds 2 × size slots. */
+ * Qwen3-8B's 4096-wide hidden states is 2 MiB). Each rank holds 3 × size slots. */
 export const PEER_CAPACITY_BYTES = 4 << 20;
 const OK = 0;
 const KERNEL_TIMEOUT_MARGIN_MS = 5000; // the host's own timeout fires first; the kernel's trap is the backstop
