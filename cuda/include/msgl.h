@@ -59,6 +59,8 @@ int msgl_rope(msgl_bf16* q, msgl_bf16* k, const int32_t* positions, const float*
 
 // y[M, N] = x[M, K] · w[N, K]^T (+ bias[N]); fp32 accumulate. out_f32 = 0: y is bf16; 1: y is fp32.
 // x rows are `x_stride` elements apart (>= K).
+// On the GPU, with M ≤ 2, w may be read while the kernel before it on the stream still runs (programmatic
+// dependent launch): w must not be that kernel's output (model weights never are).
 int msgl_gemm(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16* bias, int M, int N, int K,
               int x_stride, int out_f32, msgl_stream stream);
 

@@ -35,6 +35,7 @@ const SYMBOLS = {
   cudaGraphLaunch: { args: [ptr, ptr], returns: i32 },
   cudaGraphExecDestroy: { args: [ptr], returns: i32 },
   cudaGraphDestroy: { args: [ptr], returns: i32 },
+  cudaGraphGetEdges: { args: [ptr, ptr, ptr, ptr, ptr], returns: i32 },
 } as const;
 
 export const MEMCPY = { hostToDevice: 1, deviceToHost: 2, deviceToDevice: 3 } as const;
@@ -43,6 +44,7 @@ export const EVENT_DISABLE_TIMING = 2;
 export const CAPTURE_MODE_THREAD_LOCAL = 1;
 const ERROR_NOT_READY = 600;
 const ATTR_MULTIPROCESSOR_COUNT = 16;
+const ATTR_COMPUTE_CAPABILITY_MAJOR = 75;
 
 function libraryPath(): string {
   const home = process.env.CUDA_HOME ?? process.env.CUDA_PATH ?? "/usr/local/cuda";
@@ -87,6 +89,11 @@ export const cuda = {
     check(cudart().cudaDeviceGetAttribute(v, ATTR_MULTIPROCESSOR_COUNT, device), "cudaDeviceGetAttribute");
     return v[0];
   },
+  computeCapabilityMajor(device: number): number {
+    const v = new Int32Array(1);
+    check(cudart().cudaDeviceGetAttribute(v, ATTR_COMPUTE_CAPABILITY_MAJOR, device), "cudaDeviceGetAttribute");
+    return v[0];
+  },
   memInfo(): { free: number; total: number } {
     const f = new BigUint64Array(1), t = new BigUint64Array(1);
     check(cudart().cudaMemGetInfo(f, t), "cudaMemGetInfo");
@@ -126,6 +133,16 @@ export const cuda = {
   endCapture: (s: number) => out((slot) => cudart().cudaStreamEndCapture(P(s), slot), "cudaStreamEndCapture"),
   instantiate: (graph: number) => out((slot) => cudart().cudaGraphInstantiateWithFlags(slot, P(graph), 0), "cudaGraphInstantiate"),
   launchGraph: (exec: number, s: number) => check(cudart().cudaGraphLaunch(P(exec), P(s)), "cudaGraphLaunch"),
+  /** The dependency type of each edge of a graph (0: full completion, 1: programmatic). */
+  graphEdgeTypes(graph: number): number[] {
+    const count = new BigUint64Array(1);
+    check(cudart().cudaGraphGetEdges(P(graph), null, null, null, count), "cudaGraphGetEdges");
+    const n = Number(count[0]);
+    if (n === 0) return [];
+    const from = new BigUint64Array(n), to = new BigUint64Array(n), data = new Uint8Array(8 * n); // cudaGraphEdgeData: 8 bytes
+    check(cudart().cudaGraphGetEdges(P(graph), from, to, data, count), "cudaGraphGetEdges");
+    return Array.from({ length: n }, (_, i) => data[8 * i + 2]); // .type
+  },
   destroyGraph(graph: number, exec: number): void {
     check(cudart().cudaGraphExecDestroy(P(exec)), "cudaGraphExecDestroy");
     check(cudart().cudaGraphDestroy(P(graph)), "cudaGraphDestroy");

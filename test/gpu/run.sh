@@ -17,7 +17,7 @@ step() { # name, command...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 step build bun run build cpu
 step fixtures bun run fixtures
-step ops bun test test/gpu/elementwise.test.ts test/gpu/attention.test.ts test/gpu/sampling.test.ts
+step ops bun test test/gpu/elementwise.test.ts test/gpu/attention.test.ts test/gpu/sampling.test.ts test/gpu/dependent_launch.test.ts
 step models bun test test/gpu/model.test.ts
 step engine bun test test/gpu/engine.test.ts
 step tp bun test test/gpu/all_reduce.test.ts test/gpu/tp.test.ts
