@@ -142,29 +142,65 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msg
   finish(g, epoch, vectors);
 }
 
-// residual += Σ_ranks x (the sum rounded to bf16 first); out = rmsnorm(residual) · w. Block b's share: rows b,
-// b + kBlocks, ...; the norm is msgl_add_rmsnorm's own row routine (msgl::rmsnorm_row) on the reduced x.
+// residual += Σ_ranks x (the sum rounded to bf16 first); out = rmsnorm(residual) · w, with msgl_add_rmsnorm's
+// arithmetic in its order (msgl::rmsnorm_row's), so the result is the same bits. Block b's share: rows b,
+// b + kBlocks, ...; thread t holds vectors t and t + kThreads of a row in registers. Every load a row needs
+// (x, residual, w) goes out at once, and those of the block's next row before its sums wait for the peers:
+// the wait for the peers is the critical path of a decode step's all-reduce, and nothing else should queue
+// behind it.
+constexpr int kRowVectors = 2;  // per thread: rows up to 8 · kThreads · kRowVectors = 8192 wide
+
 __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const Group g, msgl_bf16* out, msgl_bf16* residual,
                                                                           const msgl_bf16* x, const msgl_bf16* w, int rows,
                                                                           int dim, float eps) {
   msgl::begin_dependent();
   const uint32_t epoch = begin(g), area = epoch % kAreas;
   const int vecs = dim / 8;
-  for (int row = blockIdx.x; row < rows; row += kBlocks)
-    for (int c = threadIdx.x; c < vecs; c += kThreads) {
-      const int64_t i = (int64_t)row * vecs + c;
-      push(g, area, i, reinterpret_cast<const uint4*>(x)[i]);
+  const uint4 *xs = reinterpret_cast<const uint4*>(x), *ws = reinterpret_cast<const uint4*>(w);
+  uint4* rs = reinterpret_cast<uint4*>(residual);
+  uint4 xv[kRowVectors], rv[kRowVectors], wv[kRowVectors];
+  auto load_row = [&](int row) {
+#pragma unroll
+    for (int k = 0; k < kRowVectors; k++) {
+      const int c = threadIdx.x + k * kThreads;
+      if (c < vecs) xv[k] = xs[(int64_t)row * vecs + c], rv[k] = rs[(int64_t)row * vecs + c], wv[k] = ws[c];
     }
-  clear_previous(g, epoch);
+  };
+  if (blockIdx.x < rows) load_row(blockIdx.x);
   for (int row = blockIdx.x; row < rows; row += kBlocks) {
     const int64_t first = (int64_t)row * vecs;
-    auto reduced_x = [&](int i, float (&v)[8]) {  // Σ_ranks x, rounded to bf16 as the all-reduce would store it
-      sum_slots(g, area, first + i / 8, v);
 #pragma unroll
-      for (int j = 0; j < 8; j++) v[j] = msgl::round_bf16(v[j]);
-    };
-    msgl::rmsnorm_row<8>(out + (int64_t)row * dim, residual + (int64_t)row * dim, reduced_x, w, dim, eps);
+    for (int k = 0; k < kRowVectors; k++) {
+      const int c = threadIdx.x + k * kThreads;
+      if (c < vecs) push(g, area, first + c, xv[k]);
+    }
+    float v[kRowVectors][8], wf[kRowVectors][8], sq = 0.f;
+#pragma unroll
+    for (int k = 0; k < kRowVectors; k++) {
+      const int c = threadIdx.x + k * kThreads;
+      if (c >= vecs) continue;
+      float r[8];
+      msgl::load_bf16<8>(reinterpret_cast<const msgl_bf16*>(&rv[k]), r);
+      msgl::load_bf16<8>(reinterpret_cast<const msgl_bf16*>(&wv[k]), wf[k]);
+      sum_slots(g, area, first + c, v[k]);
+#pragma unroll
+      for (int j = 0; j < 8; j++) v[k][j] = msgl::round_bf16(msgl::round_bf16(v[k][j]) + r[j]);
+      msgl::store_bf16<8>(residual + 8 * (first + c), v[k]);
+#pragma unroll
+      for (int j = 0; j < 8; j++) sq = __fmaf_rn(v[k][j], v[k][j], sq);
+    }
+    if (row + kBlocks < rows) load_row(row + kBlocks);
+    const float inv = 1.f / sqrtf(msgl::block_sum(sq) / dim + eps);
+#pragma unroll
+    for (int k = 0; k < kRowVectors; k++) {
+      const int c = threadIdx.x + k * kThreads;
+      if (c >= vecs) continue;
+#pragma unroll
+      for (int j = 0; j < 8; j++) v[k][j] = v[k][j] * inv * wf[k][j];
+      msgl::store_bf16<8>(out + 8 * (first + c), v[k]);
+    }
   }
+  clear_previous(g, epoch);
   finish(g, epoch, (int64_t)rows * vecs);
 }
 
@@ -217,16 +253,19 @@ extern "C" int msgl_peer_all_reduce(msgl_bf16* buf, int64_t count, const uint64_
 }
 
 // residual += Σ_ranks x (x: [rows, dim], unchanged); out = residual / rms(residual) · w, as msgl_add_rmsnorm
-// after an all-reduce of x, bit for bit. rows · dim · 2 <= capacity, dim a multiple of 8, pointers 16-byte aligned.
+// after an all-reduce of x, bit for bit. rows · dim · 2 <= capacity, dim a multiple of 8 up to 8192, pointers
+// 16-byte aligned.
 extern "C" int msgl_peer_all_reduce_add_rmsnorm(msgl_bf16* out, msgl_bf16* residual, const msgl_bf16* x, const msgl_bf16* w,
                                                 int rows, int dim, float eps, const uint64_t* regions, int rank, int size,
                                                 int64_t capacity, const int32_t* abort_flag, int64_t timeout_ns,
                                                 msgl_stream stream) {
   Group g{};
   if (int e = make_group(g, regions, rank, size, capacity, abort_flag, timeout_ns)) return e;
-  MSGL_CHECK(out && residual && x && w && rows >= 0 && dim > 0 && dim % 8 == 0 && (int64_t)rows * dim * 2 <= capacity &&
+  MSGL_CHECK(out && residual && x && w && rows >= 0 && dim > 0 && dim % 8 == 0 && dim <= 8 * kThreads * kRowVectors &&
+                 (int64_t)rows * dim * 2 <= capacity &&
                  msgl::aligned16(out) && msgl::aligned16(residual) && msgl::aligned16(x) && msgl::aligned16(w),
-             "peer_all_reduce_add_rmsnorm: rows · dim must fit a slot, dim be a multiple of 8 and pointers 16-byte aligned");
+             "peer_all_reduce_add_rmsnorm: rows · dim must fit a slot, dim be a multiple of 8 up to 8192 and pointers "
+             "16-byte aligned");
   msgl::launch_early(all_reduce_add_rmsnorm_kernel, kBlocks, kThreads, 0, msgl::as_stream(stream), g, out, residual, x, w,
                      rows, dim, eps);
   return msgl::launched("peer_all_reduce_add_rmsnorm");

@@ -99,7 +99,7 @@ export class NcclCommunicator implements Communicator {
   }
 
   allReduceAddRmsnorm(out: DevicePtr, residual: DevicePtr, x: DevicePtr, weight: DevicePtr, rows: number, dim: number, eps: number): boolean {
-    if (!this.peer?.fits(rows * dim) || dim % 8 !== 0) return false;
+    if (!this.peer?.fitsRows(rows, dim)) return false;
     this.peer.allReduceAddRmsnorm(out, residual, x, weight, rows, dim, eps);
     return true;
   }

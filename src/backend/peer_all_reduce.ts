@@ -24,6 +24,7 @@ const SYMBOLS = {
 /** Bytes of one rank's staging slot: all-reduces up to this size take the peer path (a 256-token batch of
  * Qwen3-8B's 4096-wide hidden states is 2 MiB). Each rank holds 3 × size slots. */
 export const PEER_CAPACITY_BYTES = 4 << 20;
+const FUSED_MAX_DIM = 8192;
 const OK = 0;
 const KERNEL_TIMEOUT_MARGIN_MS = 5000; // the host's own timeout fires first; the kernel's trap is the backstop
 
@@ -115,6 +116,12 @@ export class PeerAllReduce {
   /** Whether an all-reduce of `count` bf16 values takes this path (same answer on every rank). */
   fits(count: number): boolean {
     return count * 2 <= PEER_CAPACITY_BYTES && count % 8 === 0;
+  }
+
+  /** Whether the fused all-reduce + add + RMSNorm of [rows, dim] takes this path (its rows are held in
+   * registers: at most 8192 wide). */
+  fitsRows(rows: number, dim: number): boolean {
+    return this.fits(rows * dim) && dim % 8 === 0 && dim <= FUSED_MAX_DIM;
   }
 
   allReduceSum(buf: DevicePtr, count: number): void {
