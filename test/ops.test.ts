@@ -120,6 +120,22 @@ test("silu_mul", () => {
   expect(worstError(readBf16(be, out, rows * inter), expected, BF16.atol, BF16.rtol)).toBeLessThan(1);
 });
 
+test("gemm_silu_mul is gemm then silu_mul, bit for bit (1 to 3 rows, strided x)", () => {
+  for (const [m, inter, k] of [[1, 40, 64], [2, 13, 96], [3, 24, 33]] as const) {
+    const xStride = k + 3;
+    const x = randomBf16(be, m * xStride, 20 + m), w = randomBf16(be, 2 * inter * k, 21 + m);
+    const gateUp = be.alloc(m * 2 * inter * 2), separate = be.alloc(m * inter * 2), fused = be.alloc(m * inter * 2);
+    ops.gemm(gateUp, x.ptr, w.ptr, 0, m, 2 * inter, k, xStride, false);
+    ops.siluMul(separate, gateUp, m, inter);
+    ops.gemmSiluMul(fused, x.ptr, w.ptr, m, inter, k, xStride);
+    const a = new Uint16Array(m * inter), b = new Uint16Array(m * inter);
+    be.download(a, separate);
+    be.download(b, fused);
+    expect({ m, inter, k, same: b.every((v, i) => v === a[i]) }).toEqual({ m, inter, k, same: true });
+    expect(() => ops.gemmSiluMul(fused, x.ptr, w.ptr, m, 0, k, xStride)).toThrow("gemm_silu_mul: bad shape");
+  }
+});
+
 test("embedding gathers rows and zeroes ids outside this rank's vocabulary slice", () => {
   const vocab = 10, hidden = 8, start = 20;
   const table = randomBf16(be, vocab * hidden, 14);

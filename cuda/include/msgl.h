@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 // Bumped on any change of a signature or semantics; the TypeScript loader compares it with this header.
-#define MSGL_ABI_VERSION 4
+#define MSGL_ABI_VERSION 5
 
 enum msgl_status {
   MSGL_OK = 0,
@@ -66,6 +66,13 @@ int msgl_gemm(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16* 
 
 // out[r, :] = silu(gate_up[r, :inter]) * gate_up[r, inter:]
 int msgl_silu_mul(msgl_bf16* out, const msgl_bf16* gate_up, int rows, int inter, msgl_stream stream);
+
+// act[M, inter] = silu(g) * u, where g and u are x · w[:inter]^T and x · w[inter:]^T rounded to bf16 (w: the
+// merged [2 · inter, K] gate_up weight): msgl_gemm then msgl_silu_mul, bit for bit, without the [M, 2 · inter]
+// intermediate. The GPU computes it as msgl_gemm's GEMV (so w follows msgl_gemm's rule above) and needs K and
+// x_stride multiples of 8 and 16-byte aligned x and w; it is meant for M ≤ 2 (decode).
+int msgl_gemm_silu_mul(msgl_bf16* act, const msgl_bf16* x, const msgl_bf16* w, int M, int inter, int K, int x_stride,
+                       msgl_stream stream);
 
 // k_cache[slots[t], :] = k[t, :], v_cache[slots[t], :] = v[t, :] for rows of kv_dim = kv_heads*head_dim.
 int msgl_store_kv(msgl_bf16* k_cache, msgl_bf16* v_cache, const msgl_bf16* k, const msgl_bf16* v,

@@ -187,7 +187,9 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
   return acc;
 }
 
-template <int M>
+// kSiluMul: N is inter, w has 2 · inter rows, and the warp of output n computes gate row n and up row
+// n + inter, then y[·, n] = silu(gate) · up as msgl_silu_mul computes it (bf16 y, no bias).
+template <int M, bool kSiluMul>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const msgl_bf16* x, const msgl_bf16* w,
                                                                const msgl_bf16* bias, int N, int K, int x_stride,
                                                                int out_f32) {
@@ -208,10 +210,11 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const ms
   if (first < N) load_round(first, 0);
   begin_dependent();
   bool loaded = first < N;
-  for (int n = first; n < N; n += warps) {
-    float acc[M] = {};
+  auto dot_row = [&](int r, float (&acc)[M]) {  // x rows · w row r, on every lane
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[m] = 0.f;
     for (int base = 0; base < chunks; base += kRound) {
-      if (!loaded) load_round(n, base);
+      if (!loaded) load_round(r, base);
       loaded = false;
 #pragma unroll
       for (int u = 0; u < kGemvUnroll; u++) {
@@ -222,7 +225,21 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const ms
     }
 #pragma unroll
     for (int m = 0; m < M; m++) acc[m] = warp_sum(acc[m]);
-    if (lane == 0) {
+  };
+  for (int n = first; n < N; n += warps) {
+    float acc[M];
+    dot_row(n, acc);
+    if constexpr (kSiluMul) {
+      float up[M];
+      dot_row(n + N, up);
+      if (lane == 0) {
+#pragma unroll
+        for (int m = 0; m < M; m++) {  // + 0.f: msgl_gemm adds its (zero) bias before rounding
+          const float g = round_bf16(acc[m] + 0.f), u = round_bf16(up[m] + 0.f);
+          static_cast<msgl_bf16*>(y)[(size_t)m * N + n] = to_bf16(g / (1.f + expf(-g)) * u);
+        }
+      }
+    } else if (lane == 0) {
       const float b = bias ? to_f32(bias[n]) : 0.f;
 #pragma unroll
       for (int m = 0; m < M; m++) {
@@ -234,7 +251,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const ms
   }
 }
 
-template <int M>
+template <int M, bool kSiluMul = false>
 int launch_gemv(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16* bias, int N, int K, int x_stride,
                 int out_f32, cudaStream_t s) {
   static std::atomic<int> occupancy[kMaxDevices];  // blocks per SM, per device; 0 = not yet asked
@@ -242,14 +259,14 @@ int launch_gemv(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16
   if (device_info(dev) != cudaSuccess) return fail(MSGL_ERR_DEVICE, "gemm: no CUDA device");
   int occ = occupancy[dev.id].load(std::memory_order_relaxed);
   if (occ == 0) {
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<M>, 32 * kGemvWarps, 0) != cudaSuccess || occ < 1)
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<M, kSiluMul>, 32 * kGemvWarps, 0) != cudaSuccess || occ < 1)
       return fail(MSGL_ERR_DEVICE, "gemm: kernel configuration refused by the device");
     occupancy[dev.id].store(occ, std::memory_order_relaxed);
   }
   // The fewest rows per warp that one wave of resident warps covers, then just enough warps for them.
   const long long wave = (long long)dev.sms * occ * kGemvWarps, per_warp = (N + wave - 1) / wave;
   const int grid = (int)(((N + per_warp - 1) / per_warp + kGemvWarps - 1) / kGemvWarps);
-  launch_early(gemv_kernel<M>, grid, 32 * kGemvWarps, 0, s, y, x, w, bias, N, K, x_stride, out_f32);
+  launch_early(gemv_kernel<M, kSiluMul>, grid, 32 * kGemvWarps, 0, s, y, x, w, bias, N, K, x_stride, out_f32);
   return launched("gemm");
 }
 
@@ -269,4 +286,21 @@ extern "C" int msgl_gemm(void* y, const msgl_bf16* x, const msgl_bf16* w, const 
   if (M <= 32) return launch<1, 2, 64, 4>(y, x, w, bias, M, N, K, x_stride, out_f32, s);
   if ((int64_t)((M + 127) / 128) * ((N + 127) / 128) >= 132) return launch<4, 4, 32, 3>(y, x, w, bias, M, N, K, x_stride, out_f32, s);
   return launch<2, 2, 64, 3>(y, x, w, bias, M, N, K, x_stride, out_f32, s);
+}
+
+extern "C" int msgl_gemm_silu_mul(msgl_bf16* act, const msgl_bf16* x, const msgl_bf16* w, int M, int inter, int K,
+                                  int x_stride, msgl_stream stream) {
+  MSGL_CHECK(M >= 0 && inter > 0 && K > 0 && x_stride >= K, "gemm_silu_mul: bad shape");
+  if (M == 0) return MSGL_OK;
+  MSGL_CHECK(K % 8 == 0 && x_stride % 8 == 0 && aligned16(x) && aligned16(w),
+             "gemm_silu_mul: K and x_stride must be multiples of 8, x and w 16-byte aligned");
+  cudaStream_t s = as_stream(stream);
+  for (int m0 = 0; m0 < M; m0 += kGemvMaxRows) {  // more than kGemvMaxRows rows: one GEMV per pair (not the fast path)
+    const msgl_bf16* xm = x + (size_t)m0 * x_stride;
+    msgl_bf16* out = act + (size_t)m0 * inter;
+    const int e = M - m0 == 1 ? launch_gemv<1, true>(out, xm, w, nullptr, inter, K, x_stride, 0, s)
+                              : launch_gemv<2, true>(out, xm, w, nullptr, inter, K, x_stride, 0, s);
+    if (e != MSGL_OK) return e;
+  }
+  return MSGL_OK;
 }

@@ -18,6 +18,9 @@ const gemvEnabled = process.env.MINISGL_GEMV !== "0";
 
 /** The kernels of libmsgl_cuda, except GEMMs of more than GEMV_MAX_ROWS rows, which go to cuBLASLt. */
 class CudaOps extends NativeOps {
+  // msgl_gemm_silu_mul is the GEMV: with MINISGL_GEMV=0 the model runs cuBLASLt + silu_mul instead.
+  override readonly gemmSiluMulMaxRows = gemvEnabled ? GEMV_MAX_ROWS : 0;
+
   constructor(lib: MsglLibrary, stream: DevicePtr, private readonly lt: CublasLt) {
     super(lib, stream);
   }

@@ -15,6 +15,7 @@ export const MSGL_SYMBOLS = {
   msgl_rope: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, i32, S], returns: i32 },
   msgl_gemm: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, S], returns: i32 },
   msgl_silu_mul: { args: [ptr, ptr, i32, i32, S], returns: i32 },
+  msgl_gemm_silu_mul: { args: [ptr, ptr, ptr, i32, i32, i32, i32, S], returns: i32 },
   msgl_store_kv: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, S], returns: i32 },
   msgl_attention_prefill: {
     args: [ptr, ptr, ptr, ptr, ptr, i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32, f32, S],
@@ -84,6 +85,14 @@ export class NativeOps {
 
   siluMul(out: DevicePtr, gateUp: DevicePtr, rows: number, inter: number): void {
     this.check(this.lib.msgl_silu_mul(P(out), P(gateUp), rows, inter, P(this.stream)), "silu_mul");
+  }
+
+  /** Up to this many rows the model runs gemmSiluMul instead of gemm + siluMul (decode batches of 1 and 2). */
+  readonly gemmSiluMulMaxRows: number = 2;
+
+  /** act = silu(x · w[:inter]ᵀ) · (x · w[inter:]ᵀ): gemm then siluMul, bit for bit, in one op. */
+  gemmSiluMul(act: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, inter: number, k: number, xStride: number): void {
+    this.check(this.lib.msgl_gemm_silu_mul(P(act), P(x), P(w), m, inter, k, xStride, P(this.stream)), "gemm_silu_mul");
   }
 
   storeKv(kCache: DevicePtr, vCache: DevicePtr, k: DevicePtr, v: DevicePtr, slots: DevicePtr, tokens: number, kvDim: number,

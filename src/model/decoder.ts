@@ -154,8 +154,11 @@ export class DecoderModel {
 
     // MLP
     this.addNorm(w.postNorm, tokens);
-    ops.gemm(ws.gateUp, ws.normed, w.gateUp, 0, tokens, 2 * c.intermediateSize, h, h, false);
-    ops.siluMul(ws.act, ws.gateUp, tokens, c.intermediateSize);
+    if (tokens <= ops.gemmSiluMulMaxRows && h % 8 === 0) ops.gemmSiluMul(ws.act, ws.normed, w.gateUp, tokens, c.intermediateSize, h, h);
+    else {
+      ops.gemm(ws.gateUp, ws.normed, w.gateUp, 0, tokens, 2 * c.intermediateSize, h, h, false);
+      ops.siluMul(ws.act, ws.gateUp, tokens, c.intermediateSize);
+    }
     ops.gemm(ws.out, ws.act, w.down, 0, tokens, h, c.intermediateSize, c.intermediateSize, false);
   }
 

@@ -166,6 +166,25 @@ describeGpu("CUDA element-wise kernels match the CPU library", (gpu: Backend, cp
     });
   }
 
+  // [M, inter, K, x_stride]: decode shapes (the GEMV), a partial last round of loads, and 3 rows (two launches).
+  for (const [m, inter, k, xStride] of [[1, 12288, 4096, 4096], [2, 3072, 1024, 1032], [1, 40, 8200, 8200], [3, 130, 64, 72]]) {
+    test(`gemm_silu_mul: ${m}×${k} · gate_up [${2 * inter}×${k}]ᵀ, x_stride ${xStride}`, () => {
+      const x = put(bf16Bits(m * xStride, k)), w = put(bf16Bits(2 * inter * k, inter, 1 / Math.sqrt(k))), o = out(m * inter * 2);
+      run((ops, s) => ops.gemmSiluMul(o[s], x[s], w[s], m, inter, k, xStride));
+      // g and u may each round to a neighbouring bf16 on one side: up to about three bf16 ulps apart.
+      expect(close(...values(o, m * inter), 1e-4 * Math.sqrt(k), 1.6e-2)).toBe("");
+      if (cpuOnBothSides) return;
+      // On the GPU: the GEMV (msgl_gemm, M ≤ 2 rows at a time) then silu_mul, bit for bit.
+      const gateUp = gpuOut(m * 2 * inter * 2), separate = gpuOut(m * inter * 2);
+      for (let r = 0; r < m; r += 2) {
+        const rows = Math.min(2, m - r);
+        kernelOps().gemm(gateUp + r * 2 * inter * 2, x.gpu + r * xStride * 2, w.gpu, 0, rows, 2 * inter, k, xStride, false);
+      }
+      gpu.ops.siluMul(separate, gateUp, m, inter);
+      expect(sameBits(bits(o, m * inter)[0], gpuBits(separate, m * inter))).toBe("");
+    });
+  }
+
   // [tokens, kv_dim, stride of the k / v rows]
   for (const [tokens, kvDim, stride] of [[3, 8, 24], [9, 1024, 4096], [5, 12, 37], [512, 512, 2048]]) {
     test(`store_kv and gather_rows: ${tokens} tokens, kv_dim ${kvDim}, stride ${stride}`, () => {
@@ -209,6 +228,7 @@ describeGpu("CUDA element-wise kernels match the CPU library", (gpu: Backend, cp
       expect(() => ops.rope(0, 0, 0, 0, 1, 1, 1, 64, 65, 64, 64)).toThrow("rope: bad shape");
       expect(() => ops.qkNormRopeStore(0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 1, 64, 63, EPS)).toThrow("rope: bad shape");
       expect(() => gemmOps.gemm(0, 0, 0, 0, 1, 8, 16, 8, false)).toThrow("gemm: bad shape");
+      expect(() => ops.gemmSiluMul(0, 0, 0, 1, 0, 8, 8)).toThrow("gemm_silu_mul: bad shape");
       expect(() => ops.fillRandom(0, -1, 0, 0, 1)).toThrow("fill_random: negative size");
     }
   });
