@@ -110,7 +110,7 @@ export function kernelCases(sizes: "full" | "smoke"): KernelCase[] {
     attentionDecode(QWEN3_8B, 1, 1024), attentionDecode(QWEN3_8B, 64, 1024), attentionDecode(QWEN3_8B, 256, 1024),
     attentionDecode(QWEN3_8B, 64, 4096), attentionDecode(QWEN3_06B, 64, 1024), attentionDecode(QWEN3_06B, 256, 1024),
     ...[512, 1024, 2048, 4096, 8192, 16384].map((s) => attentionPrefill(QWEN3_8B, s)),
-    ...(["fa2-m128", "fa2-m64"] as const).flatMap((prefill) =>
+    ...(["fa2-m128", "fa2-m64", "wgmma"] as const).flatMap((prefill) =>
       [512, 1024, 2048, 4096, 8192, 16384].map((s) => variant(attentionPrefill(QWEN3_8B, s), { prefill, decode: "auto" }))),
     ...[[1, 1024], [64, 1024], [256, 1024], [64, 4096]].map(([b, l]) => variant(attentionDecode(QWEN3_8B, b, l), { prefill: "auto", decode: "nosplit" })),
     ...[1, 64, 256].flatMap((b) => [argmax(QWEN3_8B, b), sample(QWEN3_8B, b, 20), sample(QWEN3_8B, b, 0)]),

@@ -46,12 +46,13 @@ function findNvcc(): string | null {
 // One nvcc per source file, in parallel, then one link.
 async function buildCuda(nvcc: string): Promise<void> {
   const gencode = CUDA_ARCHS.flatMap((a) => ["-gencode", `arch=compute_${a},code=sm_${a}`]);
+  const wgmmaDefine = CUDA_ARCHS.includes("90a") ? ["-DMSGL_WGMMA_BUILT"] : []; // the wgmma prefill kernel exists
   const sources = librarySources("cuda/kernels", ".cu");
   const objects = sources.map((s) => join("build/cuda_obj", s.replace(/^cuda\/kernels\//, "").replace(/\.cu$/, ".o")));
   mkdirSync(join(PROJECT_ROOT, "build/cuda_obj"), { recursive: true });
   await timed(CUDA_LIBRARY, "cuda/kernels", async () => {
     await Promise.all(sources.map((s, i) => run([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
-      "-lineinfo", ...gencode, "-c", s, "-o", objects[i]])));
+      "-lineinfo", ...gencode, ...wgmmaDefine, "-c", s, "-o", objects[i]])));
     await run([nvcc, "-shared", ...gencode, ...objects, "-lcudart", "-o", CUDA_LIBRARY]);
   });
 }

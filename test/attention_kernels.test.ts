@@ -11,6 +11,7 @@ describe("--attn", () => {
     expect(parseAttentionKernels("auto")).toEqual({ prefill: "auto", decode: "auto" });
     expect(parseAttentionKernels("fa2-m64,nosplit")).toEqual({ prefill: "fa2-m64", decode: "nosplit" });
     expect(parseAttentionKernels("auto,split")).toEqual({ prefill: "auto", decode: "split" });
+    expect(parseAttentionKernels("wgmma,auto")).toEqual({ prefill: "wgmma", decode: "auto" });
     for (const bad of ["fa2-m64", "split,fa2-m64", "fa2-m64,split,x", "", "fa2,split"]) expect(() => parseAttentionKernels(bad)).toThrow(/--attn must be auto or prefill,decode/);
   });
 

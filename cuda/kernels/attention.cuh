@@ -158,8 +158,9 @@ using msgl::device_info;
 using msgl::DeviceInfo;
 using msgl::kMaxDevices;
 
-// This thread's msgl_attention_variants choice (attention_variants.cu), with MSGL_ATTN_AUTO resolved.
-int prefill_variant(int tokens);
+// This thread's msgl_attention_variants choice (attention_variants.cu), with MSGL_ATTN_AUTO resolved and
+// MSGL_ATTN_PREFILL_WGMMA replaced by M128 where the wgmma kernel cannot run (wgmma: whether it can).
+int prefill_variant(int tokens, bool wgmma);
 int decode_variant();
 
 }  // namespace msgl::attn

@@ -3,7 +3,7 @@
 // variant measured fastest on the GPU. The CPU backend has one kernel of each kind and takes only "auto".
 import type { Backend } from "./backend.ts";
 
-export const PREFILL_KERNELS = ["auto", "fa2-m128", "fa2-m64"] as const;
+export const PREFILL_KERNELS = ["auto", "fa2-m128", "fa2-m64", "wgmma"] as const;
 export const DECODE_KERNELS = ["auto", "split", "nosplit"] as const;
 
 export interface AttentionKernels {
