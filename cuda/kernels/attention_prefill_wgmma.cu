@@ -1,11 +1,14 @@
 // Prefill / extend attention on Hopper's warpgroup MMA (wgmma, sm_90a), head_dim 128.
 //
-// The same work items, GQA-packed 128-row tiles and slot-gathered K/V pipeline as attention_prefill.cu's
+// The same work items, GQA-packed 128-row tiles and slot-gathered K/V copies as attention_prefill.cu's
 // kernel (attention_prefill.cuh); what differs is the MMA. A CTA of two warpgroups owns a 128-row Q tile,
 // 64 rows each. Per key tile of 128 keys, each warpgroup computes S = Q·Kᵀ as eight m64n128k16 wgmmas with
 // both operands in shared memory, runs the online softmax on S in registers (the accumulator fragment of a
 // warp is laid out as mma.sync's), and adds P·V as eight m64n128k16 wgmmas with P from registers and V read
-// transposed from shared memory; the tensor cores read shared memory themselves (no ldmatrix).
+// transposed from shared memory; the tensor cores read shared memory themselves (no ldmatrix). Within an
+// item, the scores of the next key tile are issued before this tile's softmax, so the tensor cores compute
+// them while the softmax runs; that needs K/V three stages deep (copied two tiles ahead: 224 KB, one CTA
+// per SM).
 // Shared memory tiles use wgmma's 128-byte swizzle: a [rows, 128] bf16 tile is two halves of 64 columns,
 // each rows × 128 B, with 16-byte chunk c of row r stored at chunk (c ^ r) & 7 of its row. cp.async writes
 // them (generic proxy) and wgmma reads them (async proxy): fence.proxy.async sits between the two.
@@ -17,10 +20,10 @@ namespace msgl::attn::prefill {
 // A named namespace: helpers in an anonymous one would warn as unused in the sm_80 / sm_89 passes.
 namespace wgmma {
 
-constexpr int D = 128, BN = 128, kRows = 128, kThreads = 256;
+constexpr int D = 128, BN = 128, kRows = 128, kThreads = 256, kStages = 3;
 constexpr int kQBytes = kRows * D * 2, kKvBytes = BN * D * 2;   // 32 KB each
-constexpr int kSlotOff = kQBytes + 4 * kKvBytes;                 // Q, then 2 stages of K and V
-constexpr int kSmem = kSlotOff + 2 * BN * 4 + 1024;              // + room to align the base to 1024 B
+constexpr int kSlotOff = kQBytes + kStages * 2 * kKvBytes;       // Q, then 3 stages of K and V (224 KB in all)
+constexpr int kSmem = kSlotOff + kStages * BN * 4;
 
 // Byte offset of 16-byte chunk c (0..15) of row r in a [ROWS, 128] bf16 tile (layout above).
 template <int ROWS>
@@ -116,13 +119,14 @@ __device__ __forceinline__ void issue_q(const Args& a, const Item& it, int hc, u
 
 __global__ void __launch_bounds__(kThreads, 1) wgmma_prefill_kernel(const Args a) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the host pass parses the body too
-  extern __shared__ unsigned char smem[];
-  const uint32_t raw = smem_u32(smem), qs = (raw + 1023) & ~1023u, kv0 = qs + kQBytes, slot0 = qs + kSlotOff;
-  const int* slot_sh = reinterpret_cast<const int*>(smem + (slot0 - raw));
+  extern __shared__ __align__(1024) unsigned char smem[];  // the swizzle atoms need 1024-byte alignment
+  const uint32_t qs = smem_u32(smem), kv0 = qs + kQBytes, slot0 = qs + kSlotOff;
+  const int* slot_sh = reinterpret_cast<const int*>(smem + kSlotOff);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wg = warp >> 2;
   const int row0 = wg * 64 + (warp & 3) * 16 + (lane >> 2);  // this thread's first row; the second is row0 + 8
+  auto stage = [&](int t) { return kv0 + (uint32_t)(t % kStages) * 2 * kKvBytes; };  // K of tile t; V follows
 
-  // The copy cursor `in` runs one key tile ahead of the compute cursor `cur`; each warp keeps its own copy.
+  // The copy cursor `in` runs two key tiles ahead of the compute cursor `cur`; each warp keeps its own copy.
   __shared__ Item cursors[kThreads / 32][2];
   __shared__ int hc_sh;
   volatile Item &in_sh = cursors[warp][0], &cur_sh = cursors[warp][1];
@@ -137,31 +141,49 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_prefill_kernel(const Args a
     issue_slots<BN>(first, 0, slot0);
   }
   int in_j = 0;  // key tile of `in`, -1 once this CTA has no more
-  auto issue_next = [&](int c) {
+  // At step t: K/V of tile t + 2 (where `in` points; its slots landed), then the slots of tile t + 3.
+  auto issue_next = [&](int t) {
     if (in_j >= 0) {
       Item in = load(in_sh);
-      issue_kv(a, in, in_j, kv0 + ((c + 1) & 1) * 2 * kKvBytes, slot_sh + ((c + 1) & 1) * BN);
+      issue_kv(a, in, in_j, stage(t + 2), slot_sh + ((t + 2) % kStages) * BN);
       if (++in_j == in.nkt) {
         in.k++;
         in_j = find_item<BN>(a, in) ? 0 : -1;
         store(in_sh, in);
       }
-      if (in_j >= 0) issue_slots<BN>(in, in_j, slot0 + (c & 1) * BN * 4);
+      if (in_j >= 0) issue_slots<BN>(in, in_j, slot0 + ((t + 3) % kStages) * BN * 4);
     }
     cp_async_commit();
   };
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  issue_next(-1);
+  issue_next(-2);  // tile 0
+  cp_async_wait<0>();
+  __syncthreads();
+  issue_next(-1);  // tile 1
 
-  float o[1][16][4], s[1][16][4], m[1][2], l[1][2];
+  float o[1][16][4], s[1][16][4], sn[1][16][4], m[1][2], l[1][2];
   float(&of)[64] = reinterpret_cast<float(&)[64]>(o);
   float(&sf)[64] = reinterpret_cast<float(&)[64]>(s);
+  float(&snf)[64] = reinterpret_cast<float(&)[64]>(sn);
+  // S = Q Kᵀ of key tile t for this warpgroup's 64 rows × 128 keys: 8 k16 steps along the head dim (4 per
+  // swizzle half), issued and committed, not waited for.
+  auto issue_qk = [&](float(&d)[64], int t) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      const uint32_t half = kk >> 2, koff = (kk & 3) * 32;
+      wgmma_ss(d, smem_desc(qs + half * kRows * 128 + wg * 64 * 128 + koff, 16, 1024),
+               smem_desc(stage(t) + half * BN * 128 + koff, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+  };
+  bool s_ready = false;  // s already holds this tile's scores (computed during the previous tile)
   for (int c = 0, j = 0;; c++) {
     cp_async_wait<0>();
     fence_async_smem();
-    __syncthreads();  // tile c and the next slots landed; everyone is done with tile c-1 (and its Q)
+    __syncthreads();  // tile c + 1 and the slots of c + 2 landed; everyone is done with tile c - 1 (and its Q)
     if (j == 0) {
       issue_q(a, load(cur_sh), vhc, qs);
       cp_async_commit();
@@ -172,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_prefill_kernel(const Args a
       if (a.negate_q) {  // S = (−Q)·K, then the scale is positive; each thread flips the chunks it copied
         const int r0 = threadIdx.x / 16, cc = threadIdx.x % 16;
         for (int i = 0; i < kRows / 16; i++) {
-          uint4* p = reinterpret_cast<uint4*>(smem + (qs - raw) + sw128<kRows>(r0 + 16 * i, cc));
+          uint4* p = reinterpret_cast<uint4*>(smem + sw128<kRows>(r0 + 16 * i, cc));
           uint4 x = *p;
           x.x ^= 0x80008000u, x.y ^= 0x80008000u, x.z ^= 0x80008000u, x.w ^= 0x80008000u;
           *p = x;
@@ -185,19 +207,14 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_prefill_kernel(const Args a
       m[0][0] = m[0][1] = -INFINITY;
       l[0][0] = l[0][1] = 0.f;
     }
-    const uint32_t ks = kv0 + (c & 1) * 2 * kKvBytes, vs = ks + kKvBytes;
-
-    // S = Q Kᵀ for this warpgroup's 64 rows × 128 keys: 8 k16 steps along the head dim (4 per swizzle half).
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-      const uint32_t half = kk >> 2, koff = (kk & 3) * 32;
-      wgmma_ss(sf, smem_desc(qs + half * kRows * 128 + wg * 64 * 128 + koff, 16, 1024),
-               smem_desc(ks + half * BN * 128 + koff, 16, 1024), kk > 0);
+    if (!s_ready) {
+      issue_qk(sf, c);
+      wgmma_wait_all();
+      settle(sf);
     }
-    wgmma_commit();
-    wgmma_wait_all();
-    settle(sf);
+    // The next tile's scores run on the tensor cores while this one's softmax runs here.
+    const bool next = j + 1 < cur_sh.nkt;
+    if (next) issue_qk(snf, c + 1);
 
     // Mask only tiles that reach past the first row's last visible key.
     if ((j + 1) * BN > cur_sh.base + 1) {
@@ -226,12 +243,19 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_prefill_kernel(const Args a
       pa[kk][2] = pack_bf16(s[0][2 * kk + 1][0], s[0][2 * kk + 1][1]);
       pa[kk][3] = pack_bf16(s[0][2 * kk + 1][2], s[0][2 * kk + 1][3]);
     }
+    const uint32_t vs = stage(c) + kKvBytes;
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) wgmma_rs_tb(of, pa[kk], smem_desc(vs + kk * 16 * 128, BN * 128, 1024));
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait_all();  // P·V and the next tile's scores
     settle(of);
+    s_ready = next;
+    if (next) {
+      settle(snf);
+#pragma unroll
+      for (int i = 0; i < 64; i++) sf[i] = snf[i];
+    }
 
     if (++j < cur_sh.nkt) continue;
     // Item done: normalize and store this thread's valid rows as bf16.
