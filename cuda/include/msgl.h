@@ -113,9 +113,9 @@ int64_t msgl_attention_decode_workspace(int batch, int q_heads, int head_dim, in
 // Which kernel variant this thread's later attention calls use (CUDA graphs keep the variant they captured).
 // Prefill: MSGL_ATTN_PREFILL_M128 tiles of 128 (token, q head) rows, 4 warps × 2 m16 blocks, or M64 tiles
 // of 64 rows (twice the tiles, half the K/V reuse), or MSGL_ATTN_PREFILL_WGMMA: 128-row tiles on Hopper's
-// warpgroup MMA (compute capability 9.0 and a build with sm_90a, else the call fails; head dims other than 128
-// run M128). Decode: MSGL_ATTN_DECODE_SPLIT splits each request's
-// keys over CTAs whenever batch × kv heads would leave SMs idle, then merges; NOSPLIT never does.
+// warpgroup MMA (compute capability 9.0 and a build with sm_90a, else the call fails; head dims other than
+// 128 run M128). Decode: MSGL_ATTN_DECODE_SPLIT splits each request's keys over CTAs whenever batch × kv
+// heads would leave SMs idle, then merges; NOSPLIT never does.
 // MSGL_ATTN_AUTO is the variant measured fastest on the GPU (bench/RESULTS.md). The CPU library has one
 // kernel of each and accepts only MSGL_ATTN_AUTO.
 #define MSGL_ATTN_AUTO 0
