@@ -91,12 +91,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Args a) {
     if (in_j >= 0) {
       Item in = load(in_sh);
       issue_kv<T, D, BN>(a, in, in_j, kv0 + ((c + 1) & 1) * 2 * T::kKvBytes, slot_sh + ((c + 1) & 1) * BN);
-      if (++in_j == in.nkt) {
-        in.k++;
-        in_j = find_item<BN>(a, in) ? 0 : -1;
-        store(in_sh, in);
-      }
-      if (in_j >= 0) issue_slots<BN>(in, in_j, slot0 + (c & 1) * BN * 4);
+      advance_copy<BN>(a, in_sh, in, in_j, slot0 + (c & 1) * BN * 4);
     }
     cp_async_commit();
   };

@@ -91,6 +91,19 @@ __device__ __forceinline__ void issue_slots(const Item& it, int j, uint32_t dst)
   }
 }
 
+// Moves the copy cursor `in` (at key tile in_j of its item, whose K/V copies were just issued) one tile on, to
+// the next item's first when this item is done (in_j = -1 once the CTA has no more), and copies the slots of
+// its new tile into `next_slots`.
+template <int BN>
+__device__ __forceinline__ void advance_copy(const Args& a, volatile Item& in_sh, Item& in, int& in_j, uint32_t next_slots) {
+  if (++in_j == in.nkt) {
+    in.k++;
+    in_j = find_item<BN>(a, in) ? 0 : -1;
+    store(in_sh, in);
+  }
+  if (in_j >= 0) issue_slots<BN>(in, in_j, next_slots);
+}
+
 // Sets a's tiling for tiles of `rows` rows and returns an upper bound of the work items: request b has at most
 // n_b / tpt + 1 q tiles per head chunk.
 inline long long tile_items(Args& a, int rows, int tokens) {
