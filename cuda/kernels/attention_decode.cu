@@ -6,10 +6,14 @@
 // are gathered by slot with cp.async into a STAGES-deep ring; warp w takes keys [16w, 16w+16) of each tile:
 // S = Q Kᵀ and O += P V with mma.sync m16n8k16 (bf16 → fp32), online softmax in fp32, base 2. The warps'
 // partial results are merged through shared memory at the end.
-// Splits: a function of (batch, kv heads, group, page_stride, SM count) only, so a captured launch replays
-// with any kv_lens. Split s covers keys [s·ceil(len/S), ...) of the request (maybe none); splits == 1
+// Splits: the grid's S is a function of (batch, kv heads, group, page_stride, SM count) only, so a captured
+// launch replays with any kv_lens. Each request divides its keys into whole tiles, at least one per split
+// (split_keys), so a short request uses fewer than S splits and the CTAs past them exit at once. S == 1
 // writes bf16 out directly, otherwise fp32 O (normalized) and its base-2 LSE go to the workspace and a merge
-// kernel combines them.
+// kernel combines the request's splits.
+// Before waiting for the kernel before it (programmatic dependent launch), a CTA loads what that kernel does
+// not write: the request's row, length and slots, and its first K/V tiles except the newest key, which that
+// kernel (msgl_qk_norm_rope_store) has just stored; Q and the newest key are copied after the wait.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -21,7 +25,7 @@ using namespace msgl::attn;
 
 constexpr int kRowsPerCta = 16;        // q heads per CTA (one m16 tile)
 constexpr int kTargetCtasPerSm = 4;    // split until batch × kv heads × splits fills the SMs about this deep
-constexpr int kMinKeysPerSplit = 256;  // ... but never into splits shorter than this at full page_stride
+constexpr int kMinKeysPerSplit = 64;   // ... but never into splits shorter than this at full page_stride
 constexpr int kMaxSplits = 64;
 
 struct Args {
@@ -42,6 +46,13 @@ int splits_for(int batch, int kv_heads, int group, int page_stride, int sms) {
   return (int)std::max(1LL, std::min({want, by_len, (long long)kMaxSplits}));
 }
 
+// Keys per split of a request with kv_len keys over `splits` splits: whole tiles of bn keys, at least one.
+__host__ __device__ __forceinline__ int split_keys(int kv_len, int splits, int bn) {
+  const int per = (kv_len + splits - 1) / splits;
+  const int whole = (per + bn - 1) / bn * bn;
+  return whole > bn ? whole : bn;
+}
+
 template <int D, int WARPS, int STAGES>
 struct Tile {
   static constexpr int kThreads = 32 * WARPS, kBN = 16 * WARPS, kCh = D / 8;
@@ -53,7 +64,6 @@ struct Tile {
 
 template <int D, int WARPS, int STAGES>
 __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
-  msgl::begin_dependent();
   using T = Tile<D, WARPS, STAGES>;
   constexpr int DT = D / 8, kStep = T::kThreads / T::kCh;  // O n-tiles; rows between a thread's copies
   extern __shared__ __align__(128) unsigned char smem[];
@@ -63,17 +73,10 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
   const int split = blockIdx.x, hg = blockIdx.y, b = blockIdx.z;
   const int kvh = hg / a.chunks, c0 = (hg - kvh * a.chunks) * kRowsPerCta, h0 = kvh * a.group + c0;
   const int nh = min(kRowsPerCta, a.group - c0);
-  const int kv_len = __ldg(a.kv_lens + b), per = (kv_len + a.splits - 1) / a.splits;
-  const int k0 = min(split * per, kv_len), k1 = min(k0 + per, kv_len), ntiles = (k1 - k0 + T::kBN - 1) / T::kBN;
+  const int kv_len = __ldg(a.kv_lens + b), per = split_keys(kv_len, a.splits, T::kBN), k0 = split * per;
+  if (k0 >= kv_len) return;  // past the request's splits: the merge does not read this one
+  const int k1 = min(k0 + per, kv_len), ntiles = (k1 - k0 + T::kBN - 1) / T::kBN, newest = kv_len - 1;
   const int32_t* slots = a.page_table + (long long)__ldg(a.rows + b) * a.page_stride;
-
-  // Q: rows = this CTA's q heads (zeros past nh).
-  for (int idx = threadIdx.x; idx < kRowsPerCta * T::kCh; idx += T::kThreads) {
-    const int r = idx / T::kCh, c = idx % T::kCh;
-    const long long off = r < nh ? (long long)b * a.q_stride + (h0 + r) * D + c * 8 : 0;
-    cp_async16(qs + swz<D>(r, c), a.q + off, r < nh);
-  }
-  cp_async_commit();
 
   // Each thread copies rows r0 + i·kStep (chunk c) of every K/V tile; their slots are loaded a tile ahead.
   const int r0 = threadIdx.x / T::kCh, c = threadIdx.x % T::kCh;
@@ -86,13 +89,15 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
       slot[i] = key < k1 ? __ldg(slots + key) : 0;
     }
   };
-  auto issue = [&](int t) {  // tile t into stage t % STAGES, then the next tile's slots
+  // Tile t into stage t % STAGES, then the next tile's slots. Before the wait the newest key is left out.
+  auto issue = [&](int t, bool before_wait) {
     if (t < ntiles) {
       const uint32_t st = ring + (t % STAGES) * T::kStage;
 #pragma unroll
       for (int i = 0; i < T::kRowsPerThread; i++) {
-        const int r = r0 + i * kStep;
-        const bool ok = k0 + t * T::kBN + r < k1;  // past the split: zeros (stale slots may point anywhere)
+        const int r = r0 + i * kStep, key = k0 + t * T::kBN + r;
+        if (before_wait && key == newest) continue;
+        const bool ok = key < k1;  // past the split: zeros (stale slots may point anywhere)
         const long long off = ok ? slot[i] * row_elems + col : 0;
         cp_async16(st + swz<D>(r, c), a.k + off, ok);
         cp_async16(st + T::kKvBytes + swz<D>(r, c), a.v + off, ok);
@@ -103,7 +108,23 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
   };
   load_slots(0);
 #pragma unroll
-  for (int t = 0; t < STAGES - 1; t++) issue(t);
+  for (int t = 0; t < STAGES - 1; t++) issue(t, true);
+  msgl::begin_dependent();
+
+  const int newest_tile = (newest - k0) / T::kBN, newest_row = newest - k0 - newest_tile * T::kBN;
+  if (newest < k1 && newest_tile < STAGES - 1 && newest_row % kStep == r0) {
+    const long long off = __ldg(slots + newest) * row_elems + col;
+    const uint32_t st = ring + (newest_tile % STAGES) * T::kStage;
+    cp_async16(st + swz<D>(newest_row, c), a.k + off, true);
+    cp_async16(st + T::kKvBytes + swz<D>(newest_row, c), a.v + off, true);
+  }
+  // Q: rows = this CTA's q heads (zeros past nh).
+  for (int idx = threadIdx.x; idx < kRowsPerCta * T::kCh; idx += T::kThreads) {
+    const int r = idx / T::kCh, qc = idx % T::kCh;
+    const long long off = r < nh ? (long long)b * a.q_stride + (h0 + r) * D + qc * 8 : 0;
+    cp_async16(qs + swz<D>(r, qc), a.q + off, r < nh);
+  }
+  cp_async_commit();
 
   constexpr bool kQInRegs = D <= 128;  // at D = 256 the Q fragments are re-read per step (registers are full)
   uint32_t qa[kQInRegs ? D / 16 : 1][4];
@@ -115,9 +136,10 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
 #pragma unroll
   for (int nt = 0; nt < DT; nt++) o[0][nt][0] = o[0][nt][1] = o[0][nt][2] = o[0][nt][3] = 0.f;
   for (int t = 0; t < ntiles; t++) {
-    cp_async_wait<STAGES - 2>();
+    if (t == 0) cp_async_wait<0>();  // Q and the newest key were committed after the first tiles
+    else cp_async_wait<STAGES - 2>();
     __syncthreads();  // tile t landed for everyone; everyone is done with tile t - 1
-    issue(t + STAGES - 1);
+    issue(t + STAGES - 1, false);
     if (kQInRegs && t == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++) q_frag(kk, qa[kQInRegs ? kk : 0]);
@@ -183,29 +205,31 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
     if (a.splits == 1) {
       a.out[row * D + d] = msgl::to_bf16(acc / sum);  // kv_len >= 1: the only split has keys
     } else {
-      const long long r = row * a.splits + split;  // an empty split: O = 0, LSE = -inf (weight 0 in the merge)
-      a.ws_o[r * D + d] = sum > 0.f ? acc / sum : 0.f;
-      if (d == 0) a.ws_lse[r] = sum > 0.f ? ref + log2f(sum) : -INFINITY;
+      const long long r = row * a.splits + split;  // every split that runs has keys
+      a.ws_o[r * D + d] = acc / sum;
+      if (d == 0) a.ws_lse[r] = ref + log2f(sum);
     }
   }
 }
 
-// One warp per (request, q head): out = Σ_s 2^(lse_s − M) O_s / Σ_s 2^(lse_s − M).
+// One warp per (request, q head): out = Σ_s 2^(lse_s − M) O_s / Σ_s 2^(lse_s − M) over the request's splits.
 template <int D>
-__global__ void __launch_bounds__(128) merge_kernel(msgl_bf16* out, const float* ws_o, const float* ws_lse, int rows,
-                                                    int splits) {
-  msgl::begin_dependent();
+__global__ void __launch_bounds__(128) merge_kernel(msgl_bf16* out, const float* ws_o, const float* ws_lse,
+                                                    const int32_t* kv_lens, int rows, int q_heads, int splits, int bn) {
   constexpr int CPL = (D / 4 + 31) / 32;  // float4 chunks per lane
   const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int kv_len = row < rows ? __ldg(kv_lens + row / q_heads) : 0;
+  msgl::begin_dependent();
   if (row >= rows) return;
+  const int per = split_keys(kv_len, splits, bn), used = (kv_len + per - 1) / per;
   const float* lse = ws_lse + (long long)row * splits;
   float mx = -INFINITY;
-  for (int s = 0; s < splits; s++) mx = fmaxf(mx, __ldg(lse + s));  // split 0 always has keys
+  for (int s = 0; s < used; s++) mx = fmaxf(mx, __ldg(lse + s));
   float4 acc[CPL];
 #pragma unroll
   for (int c = 0; c < CPL; c++) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
   float sum = 0.f;
-  for (int s = 0; s < splits; s++) {
+  for (int s = 0; s < used; s++) {
     const float w = exp2f(__ldg(lse + s) - mx);
     sum += w;
     const float4* o = reinterpret_cast<const float4*>(ws_o + ((long long)row * splits + s) * D);
@@ -241,7 +265,8 @@ int launch(Args a, int batch, const DeviceInfo& dev, cudaStream_t stream) {
   msgl::launch_early(kernel, dim3(a.splits, a.kv_heads * a.chunks, batch), T::kThreads, T::kSmem, stream, a);
   if (a.splits > 1) {
     const int rows = batch * a.q_heads;
-    msgl::launch_early(merge_kernel<D>, (rows + 3) / 4, 128, 0, stream, a.out, a.ws_o, a.ws_lse, rows, a.splits);
+    msgl::launch_early(merge_kernel<D>, (rows + 3) / 4, 128, 0, stream, a.out, a.ws_o, a.ws_lse, a.kv_lens, rows,
+                       a.q_heads, a.splits, T::kBN);
   }
   return msgl::launched("attention_decode");
 }

@@ -66,6 +66,55 @@ __device__ __forceinline__ void copy_bf16(msgl_bf16* dst, const msgl_bf16* src) 
   }
 }
 
+// What one lane of a warp that works on a head of at most 256 dims (V = 8) reads besides the head itself: its
+// 8 norm weights and the cos / sin values of its rotation pairs. Constant over a forward, so a kernel may
+// load it before waiting for the kernel before it.
+struct HeadLane {
+  float w[8], c[8], s[8];
+};
+
+__device__ __forceinline__ void load_head_lane(HeadLane& k, const msgl_bf16* w, const float* cs, int hd, int rot) {
+  const int i = (threadIdx.x & 31) * 8, half = cs ? rot / 2 : 0;
+  if (w && i < hd) load_bf16<8>(w + i, k.w);
+  if (i < 2 * half) {
+    const int p = i < half ? i : i - half;
+    load_f32<8>(cs + p, k.c);
+    load_f32<8>(cs + half + p, k.s);
+  }
+}
+
+// norm_rope_head for hd <= 256 with V = 8, every load issued at once: lane L holds x[8L, 8L + 8), and the
+// partner half of each rotation pair comes from the lane half / 8 away. Same arithmetic as the loop below.
+__device__ __forceinline__ void norm_rope_lane(msgl_bf16* x, msgl_bf16* copy, const HeadLane& k, bool has_w, bool has_cs,
+                                               int hd, int rot, float eps) {
+  const int lane = threadIdx.x & 31, i = lane * 8, half = has_cs ? rot / 2 : 0, pair = half / 8;
+  const bool mine = i < hd, rotated = i < 2 * half;
+  float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (mine) load_bf16<8>(x + i, v);
+  float inv = 0.f;
+  if (has_w) {
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) sum = __fmaf_rn(v[j], v[j], sum);
+    inv = 1.f / sqrtf(warp_sum(sum) / hd + eps);
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = rotated ? round_bf16(v[j] * inv * k.w[j]) : v[j] * inv * k.w[j];
+  }
+  const int partner = lane < pair ? lane + pair : lane < 2 * pair ? lane - pair : lane;
+  if (half > 0) {
+    float r[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const float p = __shfl_sync(0xffffffffu, v[j], partner);  // first half: a = v, b = p; second: b = v, a = p
+      r[j] = i < half ? __fmaf_rn(v[j], k.c[j], -__fmul_rn(p, k.s[j])) : __fmaf_rn(v[j], k.c[j], __fmul_rn(p, k.s[j]));
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = rotated ? r[j] : v[j];
+  }
+  if (mine && (has_w || rotated)) store_bf16<8>(x + i, v);
+  if (mine && copy) store_bf16<8>(copy + i, v);
+}
+
 // One warp, in place on one head x[0, hd): when w is non-null, x = bf16(x / rms(x) * w) (msgl_head_rmsnorm);
 // then when cs is non-null (the cos_sin row of this token's position), neox RoPE of the first rot dims
 // (msgl_rope). When copy is non-null, the final head is also written there (the KV-cache slot). V = 8 needs
@@ -73,6 +122,14 @@ __device__ __forceinline__ void copy_bf16(msgl_bf16* dst, const msgl_bf16* src) 
 template <int V>
 __device__ __forceinline__ void norm_rope_head(msgl_bf16* x, msgl_bf16* copy, const msgl_bf16* w, const float* cs,
                                                int hd, int rot, float eps) {
+  if constexpr (V == 8) {
+    if (hd <= 256) {
+      HeadLane k{};
+      load_head_lane(k, w, cs, hd, rot);
+      norm_rope_lane(x, copy, k, w != nullptr, cs != nullptr, hd, rot, eps);
+      return;
+    }
+  }
   const int lane = threadIdx.x & 31;
   float inv = 0.f;
   if (w) {

@@ -64,13 +64,9 @@ __device__ __forceinline__ uint4 load_volatile(const uint4* p) {
   return v;
 }
 
-// This block's call number (its previous one + 1); thread 0 records it once the block is done with it.
-__device__ __forceinline__ uint32_t begin(const Group& g) {
-  __shared__ uint32_t epoch;
-  if (threadIdx.x == 0) epoch = epochs(g.regions[g.rank])[blockIdx.x] + 1;
-  __syncthreads();
-  return epoch;
-}
+// This block's call number (its previous one + 1). Every thread reads it, so the read goes out with the
+// block's first loads instead of before a barrier; finish() records the new one after a barrier.
+__device__ __forceinline__ uint32_t begin(const Group& g) { return epochs(g.regions[g.rank])[blockIdx.x] + 1; }
 
 // Writes vector i of this rank's input into slot `rank` of `area` on every rank.
 __device__ __forceinline__ void push(const Group& g, uint32_t area, int64_t i, uint4 v) {
@@ -91,6 +87,7 @@ __device__ void clear_previous(const Group& g, uint32_t epoch) {
 // them) and the block's call number.
 __device__ __forceinline__ void finish(const Group& g, uint32_t epoch, int64_t vectors) {
   char* self = g.regions[g.rank];
+  __syncthreads();  // every thread has read the block's previous call number
   if (threadIdx.x == 0) {
     if (blockIdx.x == 0) used(self)[epoch % kAreas] = (uint32_t)vectors;
     epochs(self)[blockIdx.x] = epoch;
