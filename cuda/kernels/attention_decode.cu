@@ -213,32 +213,44 @@ __global__ void __launch_bounds__(32 * WARPS) decode_kernel(const Args a) {
 }
 
 // One warp per (request, q head): out = Σ_s 2^(lse_s − M) O_s / Σ_s 2^(lse_s − M) over the request's splits.
+// Lane s holds LSE s and s + 32 (splits ≤ kMaxSplits = 64), and the O rows are read kChunk splits at a time,
+// all of a chunk's loads in flight together: at batch 1 this kernel is latency, not bandwidth.
 template <int D>
 __global__ void __launch_bounds__(128) merge_kernel(msgl_bf16* out, const float* ws_o, const float* ws_lse,
                                                     const int32_t* kv_lens, int rows, int q_heads, int splits, int bn) {
+  static_assert(kMaxSplits <= 64, "two LSEs per lane");
   constexpr int CPL = (D / 4 + 31) / 32;  // float4 chunks per lane
+  constexpr int kChunk = 16 / CPL;
   const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   const int kv_len = row < rows ? __ldg(kv_lens + row / q_heads) : 0;
   msgl::begin_dependent();
   if (row >= rows) return;
   const int per = split_keys(kv_len, splits, bn), used = (kv_len + per - 1) / per;
   const float* lse = ws_lse + (long long)row * splits;
-  float mx = -INFINITY;
-  for (int s = 0; s < used; s++) mx = fmaxf(mx, __ldg(lse + s));
+  const float4* o = reinterpret_cast<const float4*>(ws_o + (long long)row * splits * D);
+  const float lse_lo = lane < used ? __ldg(lse + lane) : -INFINITY;
+  const float lse_hi = lane + 32 < used ? __ldg(lse + lane + 32) : -INFINITY;
+  const float mx = msgl::warp_max(fmaxf(lse_lo, lse_hi));  // split 0 has keys: finite
   float4 acc[CPL];
 #pragma unroll
   for (int c = 0; c < CPL; c++) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
   float sum = 0.f;
-  for (int s = 0; s < used; s++) {
-    const float w = exp2f(__ldg(lse + s) - mx);
-    sum += w;
-    const float4* o = reinterpret_cast<const float4*>(ws_o + ((long long)row * splits + s) * D);
+  for (int s0 = 0; s0 < used; s0 += kChunk) {
+    float4 v[kChunk][CPL];
 #pragma unroll
-    for (int c = 0; c < CPL; c++) {
-      if (lane + 32 * c < D / 4) {
-        const float4 v = __ldg(o + lane + 32 * c);
-        acc[c].x += w * v.x, acc[c].y += w * v.y, acc[c].z += w * v.z, acc[c].w += w * v.w;
-      }
+    for (int j = 0; j < kChunk; j++)
+#pragma unroll
+      for (int c = 0; c < CPL; c++)
+        v[j][c] = s0 + j < used && lane + 32 * c < D / 4 ? __ldg(o + (s0 + j) * (D / 4) + lane + 32 * c) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < kChunk; j++) {
+      const int s = s0 + j;
+      const float l = __shfl_sync(0xffffffffu, s < 32 ? lse_lo : lse_hi, s & 31);
+      if (s >= used) break;
+      const float w = exp2f(l - mx);
+      sum += w;
+#pragma unroll
+      for (int c = 0; c < CPL; c++) acc[c].x += w * v[j][c].x, acc[c].y += w * v[j][c].y, acc[c].z += w * v[j][c].z, acc[c].w += w * v[j][c].w;
     }
   }
   const float inv = 1.f / sum;
