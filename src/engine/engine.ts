@@ -9,7 +9,7 @@ import { createPrefixCache } from "../cache/prefix_cache.ts";
 import { DecodeGraphs, forwardStep } from "../model/decode_graphs.ts";
 import type { DecoderModel, ForwardOutput } from "../model/decoder.ts";
 import { loadModel } from "../model/load.ts";
-import { planKvSlots } from "./memory_plan.ts";
+import { gatherGpuMemory, gpuMemoryBeforeWorkspace, planKvSlots } from "./memory_plan.ts";
 import { KvManager } from "./kv_manager.ts";
 import { Request, type FinishReason } from "./request.ts";
 import { hasPenalties, Sampler, type SampleResult } from "./sampler.ts";
@@ -152,10 +152,15 @@ export class Engine {
     const shape = {
       layers: c.numLayers, kvHeads: loaded.model.shard.kvHeads, headDim: c.headDim, rows: maxRunning + 1, maxSeqLen: rowLength,
     };
+    // Every rank of a tensor-parallel group reports its GPU's memory (the others in Follower.create; zeros
+    // on the CPU, where nothing is planned from it).
+    const workspaceBytes = loaded.model.deviceBytes;
+    const own = gpuMemoryBeforeWorkspace(backend, workspaceBytes);
+    const gpus = tp ? gatherGpuMemory(backend, tp.comm, own) : [own];
     let kvTokens = o.numPages ? o.numPages * pageSize : o.kvTokens;
     if (kvTokens === undefined) {
       kvTokens = backend instanceof CudaBackend
-        ? planKvSlots(shape, o.memoryRatio ?? 0.9, log)
+        ? planKvSlots(shape, o.memoryRatio ?? 0.9, workspaceBytes, gpus, log)
         : Math.min(65536, maxRunning * loaded.maxSeqLen);
     }
     const slots = Math.max(pageSize, Math.floor(kvTokens / pageSize) * pageSize);

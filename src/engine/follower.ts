@@ -14,6 +14,7 @@ import { DecoderModel } from "../model/decoder.ts";
 import { shardLayout } from "../model/shard.ts";
 import { loadWeights } from "../model/weights.ts";
 import { type FaultInjection, injectFault } from "./fault_injection.ts";
+import { gatherGpuMemory, gpuMemoryBeforeWorkspace } from "./memory_plan.ts";
 import type { RankMember } from "./rank_group.ts";
 import { Sampler, type SampleResult } from "./sampler.ts";
 import { decodePlan, type ForwardPlan, type PlanRecord, type TokenCheck, tokenHash } from "./step_plan.ts";
@@ -52,6 +53,7 @@ export class Follower {
     const config = loadModelConfig(o.modelDir);
     const shard = shardLayout(config, { rank: member.comm.rank, size: member.comm.size });
     const weights = loadWeights(backend, config, o.dummyWeight ? { dummySeed: o.seed ?? 0 } : { dir: o.modelDir }, shard);
+    gatherGpuMemory(backend, member.comm, gpuMemoryBeforeWorkspace(backend, 0)); // rank 0 plans the KV size from it
     const first = Follower.next(ring, member);
     if (first.kind !== "setup") throw new Error(`rank ${member.comm.rank}: expected the setup record first, got ${first.kind}`);
     const { setup } = first;

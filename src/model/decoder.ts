@@ -44,6 +44,8 @@ export class DecoderModel {
   private readonly comm: Communicator | null;
   private readonly head: VocabParallelHead | null;
   private readonly cosSin: DevicePtr;
+  /** Device bytes this object allocated (workspace, LM-head buffers, RoPE table): the same on every rank. */
+  readonly deviceBytes: number;
   private readonly qDim: number;
   private readonly kvDim: number;
   private readonly qkvDim: number;
@@ -64,6 +66,7 @@ export class DecoderModel {
     const table = ropeCosSinCache(config, maxPositions);
     this.cosSin = backend.alloc(table.byteLength);
     backend.upload(this.cosSin, table);
+    this.deviceBytes = this.ws.bytes + (this.head?.bytes ?? 0) + table.byteLength;
     this.qDim = this.local.numHeads * config.headDim;
     this.kvDim = this.local.numKvHeads * config.headDim;
     this.qkvDim = this.qDim + 2 * this.kvDim;
