@@ -4,6 +4,7 @@
 // replays). Reports ms per prefill and per decode step beside the roofline of the model on the GPU.
 // With --tp N every rank runs the same measurement in its own Worker (bench/latency_rank.ts) on its shard,
 // so the collectives meet; rank 0's times are reported.
+import { ATTENTION_FLAG_HELP, type AttentionKernels, parseAttentionKernels, useAttentionKernels } from "../src/backend/attention_kernels.ts";
 import type { Backend } from "../src/backend/backend.ts";
 import type { Communicator } from "../src/backend/communicator.ts";
 import { KvStorage } from "../src/cache/kv_storage.ts";
@@ -39,6 +40,7 @@ const FLAGS: flag.FlagDef[] = [
   { name: "cuda-graph-max-bs", value: "n", help: "Largest decode batch replayed from a CUDA graph; 0 disables (cuda)", default: "256" },
   { name: "seed", value: "n", help: "Seed of the input ids and dummy weights", default: "0" },
   { name: "tp", value: "n", help: "Tensor-parallel ranks (one Worker and GPU each)", default: "1" },
+  { name: "attn", value: "auto|prefill,decode", help: ATTENTION_FLAG_HELP, default: "auto" },
   ...flag.outputFlags("table"),
 ];
 
@@ -117,6 +119,7 @@ export interface LatencyJob {
   warmup: number;
   seed: number;
   cudaGraphMaxBs: number;
+  attention: AttentionKernels;
 }
 
 export interface DecodeTiming {
@@ -137,6 +140,7 @@ export interface LatencyTimes {
  * prefill and every decode configuration. */
 export function measureLatency(backend: Backend, job: LatencyJob, comm?: Communicator): LatencyTimes {
   const { batches, contexts, prefillBatch, inputLen, steps, warmup, seed } = job;
+  useAttentionKernels(backend, job.attention);
   const maxBatch = Math.max(prefillBatch, ...batches);
   const maxSeqLen = Math.max(inputLen, ...contexts);
   const { model, config, loadSeconds, maxSeqLen: modelMax } = loadModel(backend, {
@@ -185,6 +189,17 @@ async function measureParallel(job: LatencyJob, tp: number): Promise<LatencyTime
   }
 }
 
+function attentionFlag(text: string, device: "cpu" | "cuda"): AttentionKernels {
+  let k: AttentionKernels;
+  try {
+    k = parseAttentionKernels(text);
+  } catch (e) {
+    throw new flag.BenchFlagError((e as Error).message);
+  }
+  if (device === "cpu" && text !== "auto") throw new flag.BenchFlagError(`--attn ${text}: the CPU backend has one attention kernel of each kind (only auto)`);
+  return k;
+}
+
 async function main(): Promise<void> {
   const f = flag.parseFlags(process.argv.slice(2), "bun run bench:latency", "prefill and decode-step latency beside the roofline", FLAGS);
   const device = flag.str(f, "device") === undefined ? defaultDevice() : flag.choice(f, "device", ["cpu", "cuda"] as const);
@@ -193,7 +208,7 @@ async function main(): Promise<void> {
     device, dummyWeight, modelDir: await benchModelDir(flag.requiredStr(f, "model"), dummyWeight),
     batches: flag.intList(f, "batch", 1), contexts: flag.intList(f, "context", 1), prefillBatch: flag.int(f, "prefill-batch", 1),
     inputLen: flag.int(f, "input-len", 2), steps: flag.int(f, "steps", 1), warmup: flag.int(f, "warmup-steps", 0),
-    seed: flag.int(f, "seed", 0), cudaGraphMaxBs: flag.int(f, "cuda-graph-max-bs", 0),
+    seed: flag.int(f, "seed", 0), cudaGraphMaxBs: flag.int(f, "cuda-graph-max-bs", 0), attention: attentionFlag(flag.str(f, "attn") ?? "auto", device),
   };
   const tp = flag.int(f, "tp", 1);
   const json = flag.bool(f, "json");

@@ -108,6 +108,15 @@ describe("bun run bench:latency", () => {
     expect(row.tp).toBe(2);
     expect(row.decode[0].step_ms).toBeGreaterThan(0);
   }, 30_000);
+
+  test("--attn takes the server's kernel names; the CPU takes only auto", async () => {
+    const cpuVariant = await bunRun("bench:latency", ["--model", model, "--device", "cpu", "--attn", "wgmma,split"]);
+    expect(cpuVariant.code).not.toBe(0);
+    expect(cpuVariant.stderr).toContain("--attn wgmma,split: the CPU backend has one attention kernel of each kind (only auto)");
+    const unknown = await bunRun("bench:latency", ["--model", model, "--attn", "fastest"]);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toContain('--attn must be auto or prefill,decode');
+  }, 30_000);
 });
 
 describe("bun run bench:kernels", () => {
