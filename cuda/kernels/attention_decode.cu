@@ -241,7 +241,8 @@ __global__ void __launch_bounds__(128) merge_kernel(msgl_bf16* out, const float*
     for (int j = 0; j < kChunk; j++)
 #pragma unroll
       for (int c = 0; c < CPL; c++)
-        v[j][c] = s0 + j < used && lane + 32 * c < D / 4 ? __ldg(o + (s0 + j) * (D / 4) + lane + 32 * c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        v[j][c] = s0 + j < used && lane + 32 * c < D / 4 ? __ldg(o + (s0 + j) * (D / 4) + lane + 32 * c)
+                                                         : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int j = 0; j < kChunk; j++) {
       const int s = s0 + j;
@@ -250,7 +251,9 @@ __global__ void __launch_bounds__(128) merge_kernel(msgl_bf16* out, const float*
       const float w = exp2f(l - mx);
       sum += w;
 #pragma unroll
-      for (int c = 0; c < CPL; c++) acc[c].x += w * v[j][c].x, acc[c].y += w * v[j][c].y, acc[c].z += w * v[j][c].z, acc[c].w += w * v[j][c].w;
+      for (int c = 0; c < CPL; c++) {
+        acc[c].x += w * v[j][c].x, acc[c].y += w * v[j][c].y, acc[c].z += w * v[j][c].z, acc[c].w += w * v[j][c].w;
+      }
     }
   }
   const float inv = 1.f / sum;

@@ -14,10 +14,10 @@ namespace {
 constexpr int kWarps = 4;
 
 template <int V>
-__global__ void __launch_bounds__(32 * kWarps) qk_norm_rope_store_kernel(msgl_bf16* qkv, const msgl_bf16* q_norm, const msgl_bf16* k_norm,
-                                          const int32_t* positions, const float* cos_sin, msgl_bf16* k_cache,
-                                          msgl_bf16* v_cache, const int32_t* slots, int64_t items, int q_heads,
-                                          int kv_heads, int head_dim, int rotary_dim, float eps) {
+__global__ void __launch_bounds__(32 * kWarps)
+    qk_norm_rope_store_kernel(msgl_bf16* qkv, const msgl_bf16* q_norm, const msgl_bf16* k_norm, const int32_t* positions,
+                              const float* cos_sin, msgl_bf16* k_cache, msgl_bf16* v_cache, const int32_t* slots,
+                              int64_t items, int q_heads, int kv_heads, int head_dim, int rotary_dim, float eps) {
   const int64_t item = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32;
   const int heads = q_heads + 2 * kv_heads;
   const int64_t t = item / heads;
@@ -61,7 +61,8 @@ extern "C" int msgl_qk_norm_rope_store(msgl_bf16* qkv, const msgl_bf16* q_norm, 
   const int64_t items = (int64_t)tokens * (q_heads + 2 * kv_heads);
   bool vec = head_dim % 8 == 0 && rotary_dim % 16 == 0 && aligned16(qkv) && aligned16(q_norm) && aligned16(k_norm) &&
              aligned16(cos_sin) && aligned16(k_cache) && aligned16(v_cache);
-  launch_early(vec ? qk_norm_rope_store_kernel<8> : qk_norm_rope_store_kernel<1>, (unsigned)((items + kWarps - 1) / kWarps), 32 * kWarps, 0,
-               as_stream(stream), qkv, q_norm, k_norm, positions, cos_sin, k_cache, v_cache, slots, items, q_heads, kv_heads, head_dim, rotary_dim, eps);
+  launch_early(vec ? qk_norm_rope_store_kernel<8> : qk_norm_rope_store_kernel<1>, (unsigned)((items + kWarps - 1) / kWarps),
+               32 * kWarps, 0, as_stream(stream), qkv, q_norm, k_norm, positions, cos_sin, k_cache, v_cache, slots, items,
+               q_heads, kv_heads, head_dim, rotary_dim, eps);
   return launched("qk_norm_rope_store");
 }
