@@ -84,6 +84,14 @@ __device__ __forceinline__ void begin_dependent() {
 #endif
 }
 
+// For a kernel that reads the previous kernel's results as they arrive instead of waiting for it to finish:
+// lets the next early launch proceed (begin_dependent's second half, without its wait).
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 template <typename... Params, typename... Args>
 cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                          Args&&... args) {

@@ -187,12 +187,16 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
   return acc;
 }
 
+// What the GEMV writes: bf16, fp32, or bf16 as the peer all-reduce reads its staging (sign bit flipped, −0
+// sent as +0, so that a zero half-word means "not written yet").
+enum GemvOut { kOutBf16 = 0, kOutF32 = 1, kOutStaged = 2 };
+
 // kSiluMul: N is inter, w has 2 · inter rows, and the warp of output n computes gate row n and up row
 // n + inter, then y[·, n] = silu(gate) · up as msgl_silu_mul computes it (bf16 y, no bias).
 template <int M, bool kSiluMul>
 __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const msgl_bf16* x, const msgl_bf16* w,
                                                                const msgl_bf16* bias, int N, int K, int x_stride,
-                                                               int out_f32) {
+                                                               int out_kind) {
   const int lane = threadIdx.x & 31, first = blockIdx.x * kGemvWarps + (threadIdx.x >> 5), warps = gridDim.x * kGemvWarps;
   const int chunks = K / 8;
   constexpr int kRound = 32 * kGemvUnroll;  // chunks per round of loads
@@ -244,8 +248,14 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const ms
 #pragma unroll
       for (int m = 0; m < M; m++) {
         const size_t at = (size_t)m * N + n;
-        if (out_f32) static_cast<float*>(y)[at] = acc[m] + b;
-        else static_cast<msgl_bf16*>(y)[at] = to_bf16(acc[m] + b);
+        if (out_kind == kOutF32) {
+          static_cast<float*>(y)[at] = acc[m] + b;
+        } else if (out_kind == kOutStaged) {
+          const uint16_t sent = static_cast<uint16_t>(to_bf16(acc[m] + b)) ^ 0x8000u;
+          static_cast<uint16_t*>(y)[at] = sent == 0 ? 0x8000u : sent;
+        } else {
+          static_cast<msgl_bf16*>(y)[at] = to_bf16(acc[m] + b);
+        }
       }
     }
   }
@@ -253,7 +263,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(void* y, const ms
 
 template <int M, bool kSiluMul = false>
 int launch_gemv(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16* bias, int N, int K, int x_stride,
-                int out_f32, cudaStream_t s) {
+                int out_kind, cudaStream_t s) {
   static std::atomic<int> occupancy[kMaxDevices];  // blocks per SM, per device; 0 = not yet asked
   DeviceInfo dev;
   if (device_info(dev) != cudaSuccess) return fail(MSGL_ERR_DEVICE, "gemm: no CUDA device");
@@ -266,7 +276,7 @@ int launch_gemv(void* y, const msgl_bf16* x, const msgl_bf16* w, const msgl_bf16
   // The fewest rows per warp that one wave of resident warps covers, then just enough warps for them.
   const long long wave = (long long)dev.sms * occ * kGemvWarps, per_warp = (N + wave - 1) / wave;
   const int grid = (int)(((N + per_warp - 1) / per_warp + kGemvWarps - 1) / kGemvWarps);
-  launch_early(gemv_kernel<M, kSiluMul>, grid, 32 * kGemvWarps, 0, s, y, x, w, bias, N, K, x_stride, out_f32);
+  launch_early(gemv_kernel<M, kSiluMul>, grid, 32 * kGemvWarps, 0, s, y, x, w, bias, N, K, x_stride, out_kind);
   return launched("gemm");
 }
 
@@ -279,13 +289,24 @@ extern "C" int msgl_gemm(void* y, const msgl_bf16* x, const msgl_bf16* w, const 
   MSGL_CHECK((M + 31) / 32 <= 65535, "gemm: M too large");
   cudaStream_t s = as_stream(stream);
   if (M <= kGemvMaxRows && K % 8 == 0 && x_stride % 8 == 0 && aligned16(x) && aligned16(w))
-    return M == 1 ? launch_gemv<1>(y, x, w, bias, N, K, x_stride, out_f32, s)
-                  : launch_gemv<2>(y, x, w, bias, N, K, x_stride, out_f32, s);
+    return M == 1 ? launch_gemv<1>(y, x, w, bias, N, K, x_stride, out_f32 ? kOutF32 : kOutBf16, s)
+                  : launch_gemv<2>(y, x, w, bias, N, K, x_stride, out_f32 ? kOutF32 : kOutBf16, s);
   // Tile choice from the sizes alone: 128×128 tiles when they still fill a large GPU, else 64×64, and 32×64 for
   // the few rows of decode, which mostly stream w (64-wide k tiles: longer contiguous reads of each w row).
   if (M <= 32) return launch<1, 2, 64, 4>(y, x, w, bias, M, N, K, x_stride, out_f32, s);
   if ((int64_t)((M + 127) / 128) * ((N + 127) / 128) >= 132) return launch<4, 4, 32, 3>(y, x, w, bias, M, N, K, x_stride, out_f32, s);
   return launch<2, 2, 64, 3>(y, x, w, bias, M, N, K, x_stride, out_f32, s);
+}
+
+// The GEMV of msgl_gemm (M ≤ 2, no bias) writing y in the peer all-reduce's staging encoding (see GemvOut),
+// for msgl_peer_gemv_all_reduce_add_rmsnorm. Not part of the ABI: peer_all_reduce.cu calls it.
+int msgl_gemv_staged(uint16_t* y, const msgl_bf16* x, const msgl_bf16* w, int M, int N, int K, int x_stride,
+                     cudaStream_t s) {
+  MSGL_CHECK(M >= 1 && M <= kGemvMaxRows && N > 0 && K > 0 && x_stride >= K && K % 8 == 0 && x_stride % 8 == 0 &&
+                 aligned16(x) && aligned16(w),
+             "gemv_staged: 1 or 2 rows, K and x_stride multiples of 8, x and w 16-byte aligned");
+  return M == 1 ? launch_gemv<1>(y, x, w, nullptr, N, K, x_stride, kOutStaged, s)
+                : launch_gemv<2>(y, x, w, nullptr, N, K, x_stride, kOutStaged, s);
 }
 
 extern "C" int msgl_gemm_silu_mul(msgl_bf16* act, const msgl_bf16* x, const msgl_bf16* w, int M, int inter, int K,

@@ -147,23 +147,52 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msg
 // behind it.
 constexpr int kRowVectors = 2;  // per thread: rows up to 8 · kThreads · kRowVectors = 8192 wide
 
+// Vector i of a staged input (msgl_gemv_staged's encoding) once all of its 8 values are written, decoded; the
+// vector is zeroed again for the next call. Gives up like sum_slots.
+__device__ uint4 take_staged(const Group& g, uint4* staged, int64_t i) {
+  uint4 w = load_volatile(staged + i);
+  const uint64_t start = now_ns();
+  for (uint32_t spin = 1; !(has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w)); spin++) {
+    if ((spin & 1023) == 0) {
+      if (*g.abort_flag) break;
+      if (now_ns() - start > g.timeout_ns) __trap();
+    }
+    w = load_volatile(staged + i);
+  }
+  staged[i] = make_uint4(0, 0, 0, 0);
+  return make_uint4(w.x ^ 0x80008000u, w.y ^ 0x80008000u, w.z ^ 0x80008000u, w.w ^ 0x80008000u);
+}
+
+// kStaged: x is the staging buffer that msgl_gemv_staged (the kernel before this one) fills, read as its values
+// arrive instead of after that kernel has finished; the kernel after this one may launch once they all have.
+template <bool kStaged>
 __global__ void __launch_bounds__(kThreads) all_reduce_add_rmsnorm_kernel(const Group g, msgl_bf16* out, msgl_bf16* residual,
-                                                                          const msgl_bf16* x, const msgl_bf16* w, int rows,
+                                                                          msgl_bf16* x, const msgl_bf16* w, int rows,
                                                                           int dim, float eps) {
-  msgl::begin_dependent();
+  if constexpr (!kStaged) msgl::begin_dependent();
   const uint32_t epoch = begin(g), area = epoch % kAreas;
   const int vecs = dim / 8;
-  const uint4 *xs = reinterpret_cast<const uint4*>(x), *ws = reinterpret_cast<const uint4*>(w);
+  uint4* xs = reinterpret_cast<uint4*>(x);
+  const uint4* ws = reinterpret_cast<const uint4*>(w);
   uint4* rs = reinterpret_cast<uint4*>(residual);
   uint4 xv[kRowVectors], rv[kRowVectors], wv[kRowVectors];
   auto load_row = [&](int row) {
 #pragma unroll
     for (int k = 0; k < kRowVectors; k++) {
       const int c = threadIdx.x + k * kThreads;
-      if (c < vecs) xv[k] = xs[(int64_t)row * vecs + c], rv[k] = rs[(int64_t)row * vecs + c], wv[k] = ws[c];
+      if (c < vecs) rv[k] = rs[(int64_t)row * vecs + c], wv[k] = ws[c];
+    }
+#pragma unroll
+    for (int k = 0; k < kRowVectors; k++) {
+      const int c = threadIdx.x + k * kThreads;
+      if (c < vecs) xv[k] = kStaged ? take_staged(g, xs, (int64_t)row * vecs + c) : xs[(int64_t)row * vecs + c];
     }
   };
   if (blockIdx.x < rows) load_row(blockIdx.x);
+  if constexpr (kStaged) {  // rows ≤ kBlocks here: every staged value this block reads has arrived
+    __syncthreads();
+    msgl::allow_dependents();
+  }
   for (int row = blockIdx.x; row < rows; row += kBlocks) {
     const int64_t first = (int64_t)row * vecs;
 #pragma unroll
@@ -263,7 +292,31 @@ extern "C" int msgl_peer_all_reduce_add_rmsnorm(msgl_bf16* out, msgl_bf16* resid
                  msgl::aligned16(out) && msgl::aligned16(residual) && msgl::aligned16(x) && msgl::aligned16(w),
              "peer_all_reduce_add_rmsnorm: rows · dim must fit a slot, dim be a multiple of 8 up to 8192 and pointers "
              "16-byte aligned");
-  msgl::launch_early(all_reduce_add_rmsnorm_kernel, kBlocks, kThreads, 0, msgl::as_stream(stream), g, out, residual, x, w,
-                     rows, dim, eps);
+  msgl::launch_early(all_reduce_add_rmsnorm_kernel<false>, kBlocks, kThreads, 0, msgl::as_stream(stream), g, out, residual,
+                     const_cast<msgl_bf16*>(x), w, rows, dim, eps);
   return msgl::launched("peer_all_reduce_add_rmsnorm");
+}
+
+// out / residual as msgl_peer_all_reduce_add_rmsnorm of x = a · mat^T (msgl_gemm's GEMV, rows ≤ 2, mat [dim, k]),
+// bit for bit, where the all-reduce reads each GEMV output as soon as it is written: the GEMV writes into
+// `staged` (rows · dim bf16 slots, zero before the first call; every call leaves it zero again).
+int msgl_gemv_staged(uint16_t* y, const msgl_bf16* x, const msgl_bf16* w, int M, int N, int K, int x_stride, cudaStream_t s);
+
+extern "C" int msgl_peer_gemv_all_reduce_add_rmsnorm(msgl_bf16* out, msgl_bf16* residual, const msgl_bf16* a,
+                                                     const msgl_bf16* mat, int k, msgl_bf16* staged, const msgl_bf16* w,
+                                                     int rows, int dim, float eps, const uint64_t* regions, int rank,
+                                                     int size, int64_t capacity, const int32_t* abort_flag,
+                                                     int64_t timeout_ns, msgl_stream stream) {
+  Group g{};
+  if (int e = make_group(g, regions, rank, size, capacity, abort_flag, timeout_ns)) return e;
+  MSGL_CHECK(out && residual && a && mat && staged && w && rows >= 1 && rows <= 2 && dim > 0 && dim % 8 == 0 &&
+                 dim <= 8 * kThreads * kRowVectors && (int64_t)rows * dim * 2 <= capacity && msgl::aligned16(out) &&
+                 msgl::aligned16(residual) && msgl::aligned16(staged) && msgl::aligned16(w),
+             "peer_gemv_all_reduce_add_rmsnorm: 1 or 2 rows, dim a multiple of 8 up to 8192 that fits a slot, pointers "
+             "16-byte aligned");
+  cudaStream_t s = msgl::as_stream(stream);
+  if (int e = msgl_gemv_staged(reinterpret_cast<uint16_t*>(staged), a, mat, rows, dim, k, k, s)) return e;
+  msgl::launch_early(all_reduce_add_rmsnorm_kernel<true>, kBlocks, kThreads, 0, s, g, out, residual, staged, w, rows, dim,
+                     eps);
+  return msgl::launched("peer_gemv_all_reduce_add_rmsnorm");
 }

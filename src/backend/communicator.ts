@@ -17,6 +17,11 @@ export interface Communicator {
    * out = rmsnorm(residual) · weight), with the same bits; returns false where it does not apply (the caller
    * then makes both calls). x holds unspecified values afterwards. */
   allReduceAddRmsnorm?(out: DevicePtr, residual: DevicePtr, x: DevicePtr, weight: DevicePtr, rows: number, dim: number, eps: number): boolean;
+  /** Optional fusion of the row-parallel GEMM x = a · mat^T (a: [rows, k], mat: [dim, k]) with
+   * allReduceAddRmsnorm(out, residual, x, weight, rows, dim, eps), with the same bits; returns false where it
+   * does not apply (the caller then runs the GEMM and allReduceAddRmsnorm). */
+  gemmAllReduceAddRmsnorm?(out: DevicePtr, residual: DevicePtr, a: DevicePtr, mat: DevicePtr, k: number, weight: DevicePtr,
+    rows: number, dim: number, eps: number): boolean;
   /** Frees this rank's resources; no collective may follow. */
   close(): void;
   /** After a failure: frees this rank's resources without waiting for the other ranks. */

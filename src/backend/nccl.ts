@@ -104,6 +104,13 @@ export class NcclCommunicator implements Communicator {
     return true;
   }
 
+  gemmAllReduceAddRmsnorm(out: DevicePtr, residual: DevicePtr, a: DevicePtr, mat: DevicePtr, k: number, weight: DevicePtr,
+    rows: number, dim: number, eps: number): boolean {
+    if (!this.peer?.fitsGemv(rows, dim, k)) return false;
+    this.peer.gemvAllReduceAddRmsnorm(out, residual, a, mat, k, weight, rows, dim, eps);
+    return true;
+  }
+
   allGather(recv: DevicePtr, send: DevicePtr, count: number): void {
     check(nccl().ncclAllGather(P(send), P(recv), count, NCCL_FLOAT32, P(this.comm), P(this.backend.stream)), "ncclAllGather", this.comm);
   }

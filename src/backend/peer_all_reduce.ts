@@ -18,6 +18,9 @@ const SYMBOLS = {
   msgl_peer_enable: { args: [i32], returns: i32 },
   msgl_peer_all_reduce: { args: [ptr, i64, ptr, i32, i32, i64, ptr, i64, ptr], returns: i32 },
   msgl_peer_all_reduce_add_rmsnorm: { args: [ptr, ptr, ptr, ptr, i32, i32, f32, ptr, i32, i32, i64, ptr, i64, ptr], returns: i32 },
+  msgl_peer_gemv_all_reduce_add_rmsnorm: {
+    args: [ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, f32, ptr, i32, i32, i64, ptr, i64, ptr], returns: i32,
+  },
   msgl_last_error: { args: [], returns: cstring },
 } as const;
 
@@ -25,6 +28,7 @@ const SYMBOLS = {
  * Qwen3-8B's 4096-wide hidden states is 2 MiB). Each rank holds 3 × size slots. */
 export const PEER_CAPACITY_BYTES = 4 << 20;
 const FUSED_MAX_DIM = 8192;
+const GEMV_MAX_ROWS = 2; // msgl_gemv_staged's rows (cuda/kernels/gemm.cu)
 const OK = 0;
 const KERNEL_TIMEOUT_MARGIN_MS = 5000; // the host's own timeout fires first; the kernel's trap is the backstop
 
@@ -40,6 +44,12 @@ const P = (p: number) => p as unknown as Pointer;
 /** Peer access is off when MINISGL_PEER_ALL_REDUCE=0 (every all-reduce then goes to NCCL). */
 export function peerAllReduceEnabled(): boolean {
   return process.env.MINISGL_PEER_ALL_REDUCE !== "0";
+}
+
+/** The decode GEMV writing straight into the all-reduce (gemvAllReduceAddRmsnorm) is off when
+ * MINISGL_STAGED_ALL_REDUCE=0. */
+function stagedEnabled(): boolean {
+  return process.env.MINISGL_STAGED_ALL_REDUCE !== "0";
 }
 
 export class PeerAllReduce {
@@ -93,7 +103,9 @@ export class PeerAllReduce {
       return null;
     }
     const regions = BigUint64Array.from({ length: size }, (_, r) => slots[SLOTS + 1 + r]);
-    return new PeerAllReduce(backend, rank, size, region, regions, Number(slots[SLOTS]), words, control, timeoutMs);
+    const staged = backend.alloc(GEMV_MAX_ROWS * FUSED_MAX_DIM * 2);
+    backend.fill(staged, 0, GEMV_MAX_ROWS * FUSED_MAX_DIM * 2);
+    return new PeerAllReduce(backend, rank, size, region, staged, regions, Number(slots[SLOTS]), words, control, timeoutMs);
   }
 
   private closed = false;
@@ -104,6 +116,7 @@ export class PeerAllReduce {
     private readonly rank: number,
     private readonly size: number,
     private readonly region: DevicePtr,
+    private readonly staged: DevicePtr, // the GEMV outputs gemvAllReduceAddRmsnorm reads as they arrive; zero between calls
     private readonly regions: BigUint64Array,
     private readonly abortWord: number,
     private readonly words: Int32Array,
@@ -124,6 +137,12 @@ export class PeerAllReduce {
     return this.fits(rows * dim) && dim % 8 === 0 && dim <= FUSED_MAX_DIM;
   }
 
+  /** Whether gemvAllReduceAddRmsnorm takes [rows, dim] outputs of a GEMV over k inputs (the same answer on
+   * every rank). */
+  fitsGemv(rows: number, dim: number, k: number): boolean {
+    return stagedEnabled() && rows >= 1 && rows <= GEMV_MAX_ROWS && this.fitsRows(rows, dim) && k % 8 === 0;
+  }
+
   allReduceSum(buf: DevicePtr, count: number): void {
     const status = lib!.msgl_peer_all_reduce(P(buf), count, this.regions, this.rank, this.size, PEER_CAPACITY_BYTES,
       P(this.abortWord), this.kernelTimeoutNs, P(this.backend.stream));
@@ -136,6 +155,16 @@ export class PeerAllReduce {
     const status = lib!.msgl_peer_all_reduce_add_rmsnorm(P(out), P(residual), P(x), P(weight), rows, dim, eps, this.regions,
       this.rank, this.size, PEER_CAPACITY_BYTES, P(this.abortWord), this.kernelTimeoutNs, P(this.backend.stream));
     if (status !== OK) throw new Error(`peer all-reduce + add_rmsnorm failed: ${lib!.msgl_last_error()}`);
+  }
+
+  /** allReduceAddRmsnorm(x = a · mat^T) for a: [rows, k] and mat: [dim, k], bit for bit as msgl_gemm then
+   * allReduceAddRmsnorm; the all-reduce takes each GEMV output as soon as it is written (see fitsGemv). */
+  gemvAllReduceAddRmsnorm(out: DevicePtr, residual: DevicePtr, a: DevicePtr, mat: DevicePtr, k: number, weight: DevicePtr,
+    rows: number, dim: number, eps: number): void {
+    const status = lib!.msgl_peer_gemv_all_reduce_add_rmsnorm(P(out), P(residual), P(a), P(mat), k, P(this.staged), P(weight), rows,
+      dim, eps, this.regions, this.rank, this.size, PEER_CAPACITY_BYTES, P(this.abortWord), this.kernelTimeoutNs,
+      P(this.backend.stream));
+    if (status !== OK) throw new Error(`peer GEMV + all-reduce + add_rmsnorm failed: ${lib!.msgl_last_error()}`);
   }
 
 
@@ -157,6 +186,7 @@ export class PeerAllReduce {
       Atomics.wait(this.words, CLOSING, Atomics.load(this.words, CLOSING), 50);
     }
     this.backend.free(this.region);
+    this.backend.free(this.staged);
     if (this.rank === 0) cuda.freeHost(this.abortWord); // all ranks are past their last kernel
   }
 

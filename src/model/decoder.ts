@@ -118,8 +118,10 @@ export class DecoderModel {
     if (s.fromPool) ops.gatherTokens(ws.ids, ws.tokenPool, ws.rows, s.tokens);
     ops.embedding(ws.residual, this.weights.embed, ws.ids, s.tokens, c.hiddenSize, this.shard.vocabStart, this.shard.vocabLocal);
     this.comm?.allReduceSum(ws.residual, s.tokens * c.hiddenSize);
-    for (let l = 0; l < c.numLayers; l++) this.layer(l, this.weights.layers[l], s, kv);
-    this.addNorm(this.weights.finalNorm, s.tokens); // the last MLP output
+    const layers = this.weights.layers;
+    for (let l = 0; l < c.numLayers; l++) {
+      this.layer(l, layers[l], l + 1 < c.numLayers ? layers[l + 1].inputNorm : this.weights.finalNorm, s, kv);
+    }
     if (s.logitRows === 0) return { logits: ws.logits, rows: 0 };
     let hidden = ws.normed;
     if (s.gather) {
@@ -131,13 +133,14 @@ export class DecoderModel {
     return { logits: ws.logits, rows: s.logitRows };
   }
 
-  private layer(l: number, w: LayerWeights, s: ComputeShape, kv: KvStorage): void {
+  /** Layer l, ending with the next norm (`nextNorm`: the next layer's input norm, or the final norm) applied to
+   * its output: the residual stream gets the layer's sum, ws.normed the next input. */
+  private layer(l: number, w: LayerWeights, nextNorm: DevicePtr, s: ComputeShape, kv: KvStorage): void {
     const { ws, backend, local: c } = this; // local head counts and intermediate size
     const tokens = s.tokens;
     const ops = backend.ops;
     const h = c.hiddenSize;
     if (l === 0) ops.rmsnorm(ws.normed, ws.residual, w.inputNorm, tokens, h, c.rmsNormEps);
-    else this.addNorm(w.inputNorm, tokens); // the previous layer's MLP output
 
     // Attention: merged QKV projection, then q/k work in place on its q and k sections.
     ops.gemm(ws.qkv, ws.normed, w.qkv, w.qkvBias, tokens, this.qkvDim, h, h, false);
@@ -153,16 +156,25 @@ export class DecoderModel {
       ops.attentionPrefill(ws.attn, q, kv.k[l], kv.v[l], kv.pageTable, stride, ws.rows, ws.qoIndptr, ws.kvLens,
         s.requests, tokens, c.numHeads, c.numKvHeads, c.headDim, this.qkvDim, scale);
     }
-    ops.gemm(ws.out, ws.attn, w.o, 0, tokens, h, this.qDim, this.qDim, false);
+    this.projectAddNorm(ws.attn, w.o, this.qDim, w.postNorm, tokens);
 
     // MLP
-    this.addNorm(w.postNorm, tokens);
     if (tokens <= ops.gemmSiluMulMaxRows && h % 8 === 0) ops.gemmSiluMul(ws.act, ws.normed, w.gateUp, tokens, c.intermediateSize, h, h);
     else {
       ops.gemm(ws.gateUp, ws.normed, w.gateUp, 0, tokens, 2 * c.intermediateSize, h, h, false);
       ops.siluMul(ws.act, ws.gateUp, tokens, c.intermediateSize);
     }
-    ops.gemm(ws.out, ws.act, w.down, 0, tokens, h, c.intermediateSize, c.intermediateSize, false);
+    this.projectAddNorm(ws.act, w.down, c.intermediateSize, nextNorm, tokens);
+  }
+
+  /** The row-parallel projection a · mat^T (o_proj, down_proj), then addNorm: fused into one all-reduce where the
+   * communicator can. */
+  private projectAddNorm(a: DevicePtr, mat: DevicePtr, k: number, weight: DevicePtr, tokens: number): void {
+    const { ws, comm, config: c } = this;
+    const h = c.hiddenSize;
+    if (comm?.gemmAllReduceAddRmsnorm?.(ws.normed, ws.residual, a, mat, k, weight, tokens, h, c.rmsNormEps)) return;
+    this.backend.ops.gemm(ws.out, a, mat, 0, tokens, h, k, k, false);
+    this.addNorm(weight, tokens);
   }
 
   /** residual += ws.out (summed over the tensor-parallel ranks, whose outputs are partial); normed =
