@@ -13,8 +13,8 @@ const STAGING_BYTES = 32 << 20;
 const READBACK_SLOTS = 4;
 const READBACK_SLOT_BYTES = 1 << 20;
 /** Up to this many rows msgl_gemm's GEMV streams the weights faster than cuBLASLt (bench/RESULTS.md). */
-const GEMV_MAX_ROWS = 2;
-const gemvEnabled = process.env.MINISGL_GEMV !== "0";
+export const GEMV_MAX_ROWS = 2;
+export const gemvEnabled = process.env.MINISGL_GEMV !== "0";
 
 /** The kernels of libmsgl_cuda, except GEMMs of more than GEMV_MAX_ROWS rows, which go to cuBLASLt. */
 class CudaOps extends NativeOps {

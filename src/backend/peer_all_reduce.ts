@@ -7,7 +7,7 @@
 import { dlopen, FFIType, type Pointer, toArrayBuffer } from "bun:ffi";
 import type { GroupControl } from "../ipc/group_control.ts";
 import { cuda } from "./cudart.ts";
-import type { CudaBackend } from "./cuda.ts";
+import { type CudaBackend, GEMV_MAX_ROWS, gemvEnabled } from "./cuda.ts";
 import type { DevicePtr } from "./backend.ts";
 import { CUDA_LIBRARY } from "./library_paths.ts";
 
@@ -28,7 +28,6 @@ const SYMBOLS = {
  * Qwen3-8B's 4096-wide hidden states is 2 MiB). Each rank holds 3 × size slots. */
 export const PEER_CAPACITY_BYTES = 4 << 20;
 const FUSED_MAX_DIM = 8192;
-const GEMV_MAX_ROWS = 2; // msgl_gemv_staged's rows (cuda/kernels/gemm.cu)
 const OK = 0;
 const KERNEL_TIMEOUT_MARGIN_MS = 5000; // the host's own timeout fires first; the kernel's trap is the backstop
 
@@ -47,9 +46,9 @@ export function peerAllReduceEnabled(): boolean {
 }
 
 /** The decode GEMV writing straight into the all-reduce (gemvAllReduceAddRmsnorm) is off when
- * MINISGL_STAGED_ALL_REDUCE=0. */
+ * MINISGL_STAGED_ALL_REDUCE=0, and with the GEMV itself (MINISGL_GEMV=0). */
 function stagedEnabled(): boolean {
-  return process.env.MINISGL_STAGED_ALL_REDUCE !== "0";
+  return gemvEnabled && process.env.MINISGL_STAGED_ALL_REDUCE !== "0";
 }
 
 export class PeerAllReduce {
