@@ -166,7 +166,6 @@ export class PeerAllReduce {
     if (status !== OK) throw new Error(`peer GEMV + all-reduce + add_rmsnorm failed: ${lib!.msgl_last_error()}`);
   }
 
-
   /** After every rank's last all-reduce: frees the buffers once every rank's GPU finished its kernels (until
    * then a peer may still read this rank's buffer). */
   close(): void {
