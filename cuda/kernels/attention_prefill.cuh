@@ -104,6 +104,21 @@ __device__ __forceinline__ void advance_copy(const Args& a, volatile Item& in_sh
   if (in_j >= 0) issue_slots<BN>(in, in_j, next_slots);
 }
 
+// A CTA's start: every thread stores the head-chunk size into `hc`, and both cursors (copy and compute) go to
+// the CTA's first work item, whose first tile's slots are copied into `slots`. False when the CTA has none.
+template <int BN>
+__device__ __forceinline__ bool start_cursors(const Args& a, volatile Item& in_sh, volatile Item& cur_sh, volatile int& hc,
+                                              uint32_t slots) {
+  hc = a.hc;
+  Item first;
+  first.k = 0;
+  if (!find_item<BN>(a, first)) return false;
+  store(in_sh, first);
+  store(cur_sh, first);
+  issue_slots<BN>(first, 0, slots);
+  return true;
+}
+
 // Sets a's tiling for tiles of `rows` rows and returns an upper bound of the work items: request b has at most
 // n_b / tpt + 1 q tiles per head chunk.
 inline long long tile_items(Args& a, int rows, int tokens) {

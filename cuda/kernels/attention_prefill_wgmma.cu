@@ -126,15 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_prefill_kernel(const Args a
   __shared__ int hc_sh;
   volatile Item &in_sh = cursors[warp][0], &cur_sh = cursors[warp][1];
   volatile int& vhc = hc_sh;
-  vhc = a.hc;  // every thread stores the same value
-  {
-    Item first;
-    first.k = 0;
-    if (!find_item<BN>(a, first)) return;
-    store(in_sh, first);
-    store(cur_sh, first);
-    issue_slots<BN>(first, 0, slot0);
-  }
+  if (!start_cursors<BN>(a, in_sh, cur_sh, vhc, slot0)) return;
   int in_j = 0;  // key tile of `in`, -1 once this CTA has no more
   // At step t: K/V of tile t + 2 (where `in` points; its slots landed), then the slots of tile t + 3.
   auto issue_next = [&](int t) {

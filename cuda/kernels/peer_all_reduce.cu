@@ -94,27 +94,31 @@ __device__ __forceinline__ void finish(const Group& g, uint32_t epoch, int64_t v
   }
 }
 
-// Sum of vector i over every rank's slot of `area` here, in rank order, in fp32, waiting for each to arrive.
-// Once the group failed it stops waiting (the output is discarded then); a wait past timeout_ns traps, as no
-// host is left to free it.
+// The 16-byte vector at p once all 8 of its values have arrived, decoded. Once the group failed it stops
+// waiting (the result is discarded then); a wait past timeout_ns traps, as no host is left to free it.
+__device__ uint4 wait_vector(const Group& g, const uint4* p) {
+  uint4 w = load_volatile(p);
+  if (!(has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w))) {
+    const uint64_t start = now_ns();
+    for (uint32_t spin = 1;; spin++) {
+      w = load_volatile(p);
+      if (has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w)) break;
+      if ((spin & 1023) != 0) continue;
+      if (*g.abort_flag) break;
+      if (now_ns() - start > g.timeout_ns) __trap();
+    }
+  }
+  return make_uint4(w.x ^ 0x80008000u, w.y ^ 0x80008000u, w.z ^ 0x80008000u, w.w ^ 0x80008000u);
+}
+
+// Sum of vector i over every rank's slot of `area` here, in rank order, in fp32, each as soon as it arrived.
 __device__ void sum_slots(const Group& g, uint32_t area, int64_t i, float (&sum)[8]) {
   char* self = g.regions[g.rank];
 #pragma unroll
   for (int j = 0; j < 8; j++) sum[j] = 0.f;
   for (int r = 0; r < g.size; r++) {
-    const uint4* p = slot(g, self, area, r) + i;
-    uint4 w = load_volatile(p);
-    if (!(has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w))) {
-      const uint64_t start = now_ns();
-      for (uint32_t spin = 1;; spin++) {
-        w = load_volatile(p);
-        if (has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w)) break;
-        if ((spin & 1023) != 0) continue;
-        if (*g.abort_flag) break;
-        if (now_ns() - start > g.timeout_ns) __trap();
-      }
-    }
-    const uint32_t v[4] = {w.x ^ 0x80008000u, w.y ^ 0x80008000u, w.z ^ 0x80008000u, w.w ^ 0x80008000u};
+    const uint4 w = wait_vector(g, slot(g, self, area, r) + i);
+    const uint32_t v[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       sum[2 * j] += __uint_as_float(v[j] << 16);
@@ -148,19 +152,11 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const Group g, msg
 constexpr int kRowVectors = 2;  // per thread: rows up to 8 · kThreads · kRowVectors = 8192 wide
 
 // Vector i of a staged input (msgl_gemv_staged's encoding) once all of its 8 values are written, decoded; the
-// vector is zeroed again for the next call. Gives up like sum_slots.
+// vector is zeroed again for the next call.
 __device__ uint4 take_staged(const Group& g, uint4* staged, int64_t i) {
-  uint4 w = load_volatile(staged + i);
-  const uint64_t start = now_ns();
-  for (uint32_t spin = 1; !(has_arrived(w.x) && has_arrived(w.y) && has_arrived(w.z) && has_arrived(w.w)); spin++) {
-    if ((spin & 1023) == 0) {
-      if (*g.abort_flag) break;
-      if (now_ns() - start > g.timeout_ns) __trap();
-    }
-    w = load_volatile(staged + i);
-  }
+  const uint4 w = wait_vector(g, staged + i);
   staged[i] = make_uint4(0, 0, 0, 0);
-  return make_uint4(w.x ^ 0x80008000u, w.y ^ 0x80008000u, w.z ^ 0x80008000u, w.w ^ 0x80008000u);
+  return w;
 }
 
 // kStaged: x is the staging buffer that msgl_gemv_staged (the kernel before this one) fills, read as its values

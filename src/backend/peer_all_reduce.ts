@@ -46,10 +46,8 @@ export function peerAllReduceEnabled(): boolean {
 }
 
 /** The decode GEMV writing straight into the all-reduce (gemvAllReduceAddRmsnorm) is off when
- * MINISGL_STAGED_ALL_REDUCE=0, and with the GEMV itself (MINISGL_GEMV=0). */
-function stagedEnabled(): boolean {
-  return gemvEnabled && process.env.MINISGL_STAGED_ALL_REDUCE !== "0";
-}
+ * MINISGL_STAGED_ALL_REDUCE=0, and with the GEMV itself (MINISGL_GEMV=0). Read once: fitsGemv runs per layer. */
+const stagedEnabled = gemvEnabled && process.env.MINISGL_STAGED_ALL_REDUCE !== "0";
 
 export class PeerAllReduce {
   static createShared(): SharedArrayBuffer {
@@ -139,7 +137,7 @@ export class PeerAllReduce {
   /** Whether gemvAllReduceAddRmsnorm takes [rows, dim] outputs of a GEMV over k inputs (the same answer on
    * every rank). */
   fitsGemv(rows: number, dim: number, k: number): boolean {
-    return stagedEnabled() && rows >= 1 && rows <= GEMV_MAX_ROWS && this.fitsRows(rows, dim) && k % 8 === 0;
+    return stagedEnabled && rows >= 1 && rows <= GEMV_MAX_ROWS && this.fitsRows(rows, dim) && k % 8 === 0;
   }
 
   allReduceSum(buf: DevicePtr, count: number): void {
